@@ -1,0 +1,5 @@
+//! One module per top-level command.
+
+pub mod connect;
+pub mod host;
+pub mod session;

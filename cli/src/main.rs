@@ -1,0 +1,87 @@
+//! `cmdop`: the command-line client. Manages sessions on cmdop nodes and opens live terminals.
+//!
+//! Layout: [`context`] (config, identity, hosts), [`resolve`] (finding sessions across hosts),
+//! one module per command under `cmd/`, [`table`] (human output), [`localnode`] (starting a
+//! node on this machine), [`terminal`] (the interactive terminal).
+
+mod cmd;
+mod context;
+mod escapes;
+mod localnode;
+mod resolve;
+mod table;
+mod terminal;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// cmdop: remote terminals that survive network changes, with sessions that outlive the client.
+///
+/// Hosts run cmdop-node; this client reaches them over QUIC. The built-in host 'local' is the
+/// node on this machine, started on demand. State lives in $CMDOP_HOME (default ~/.cmdop).
+#[derive(Debug, Parser)]
+#[command(name = "cmdop", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Open a live terminal on a host (reuses its most recently detached session), or list hosts.
+    Connect(cmd::connect::Args),
+    /// Manage sessions: create, list, show, attach, detach, send, save, restore, destroy.
+    #[command(subcommand)]
+    Session(cmd::session::Command),
+    /// Manage known hosts.
+    #[command(subcommand)]
+    Host(cmd::host::Command),
+    /// Print this client's key fingerprint (give it to 'cmdop-node authorize' on a host).
+    Id,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cmdop: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let context = context::Context::load()?;
+        match cli.command {
+            Command::Connect(args) => cmd::connect::run(args, &context).await,
+            Command::Session(command) => cmd::session::run(command, &context).await,
+            Command::Host(command) => cmd::host::run(command, &context).await,
+            Command::Id => {
+                println!("{}", context.identity()?.fingerprint());
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    });
+    // Do not wait for background tasks (e.g. a stdin reader) to finish.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("cmdop: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}

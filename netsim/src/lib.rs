@@ -1,0 +1,1 @@
+//! The network simulator (filled in by the roaming work).

@@ -1,0 +1,3 @@
+//! `cmdop-netsim` (filled in by the roaming work).
+
+fn main() {}

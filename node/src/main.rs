@@ -1,0 +1,164 @@
+//! `cmdop-node`: the daemon that owns this host's sessions, plus its trust commands.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
+use cmdop_node::config::Config;
+use cmdop_node::home::{cmdop_home, NODE_IDENTITY};
+use cmdop_node::pty::NativePty;
+use cmdop_node::server::{Node, NodeOptions};
+use cmdop_node::units::HumanDuration;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The cmdop node daemon: owns this host's terminal sessions and serves them over QUIC.
+///
+/// Without a subcommand it runs in the foreground, logging to stderr (level from RUST_LOG,
+/// default info). State lives in $CMDOP_HOME (default ~/.cmdop); settings in
+/// $CMDOP_HOME/config.yaml. SIGINT or SIGTERM shut it down cleanly.
+#[derive(Debug, Parser)]
+#[command(name = "cmdop-node", version, about, long_about)]
+struct Cli {
+    /// UDP address to listen on [default: node.listen in config.yaml, else 0.0.0.0:7443].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node in the foreground (the default).
+    Run,
+    /// Print this node's key fingerprint (clients pin it on first connect).
+    Id,
+    /// Authorize a client key, effective at once for new connections.
+    Authorize {
+        /// The fingerprint the client's 'cmdop id' prints (SHA256:...).
+        fingerprint: String,
+        /// A note to remember the client by.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Revoke a client key: refused from now on.
+    Revoke {
+        /// The fingerprint to revoke.
+        fingerprint: String,
+    },
+    /// Print a one-time invite token for 'cmdop host add NAME ADDR --token TOKEN'.
+    Invite {
+        /// How long the token stays valid.
+        #[arg(long, default_value = "24h")]
+        valid: HumanDuration,
+    },
+    /// List the authorized client keys.
+    Clients,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cmdop-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_fingerprint(text: &str) -> anyhow::Result<Fingerprint> {
+    Ok(text.parse::<Fingerprint>()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = cmdop_home();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => serve(home, cli.listen),
+        Command::Id => {
+            let identity = Identity::load_or_create(&home, NODE_IDENTITY)?;
+            println!("{}", identity.fingerprint());
+            Ok(())
+        }
+        Command::Authorize {
+            fingerprint,
+            comment,
+        } => {
+            let fingerprint = parse_fingerprint(&fingerprint)?;
+            cmdop_certs::files::ensure_private_dir(&home)?;
+            let added = AuthorizedClients::new(&home).authorize(&fingerprint, &comment)?;
+            if added {
+                println!("authorized {fingerprint}");
+            } else {
+                println!("{fingerprint} was already authorized");
+            }
+            Ok(())
+        }
+        Command::Revoke { fingerprint } => {
+            let fingerprint = parse_fingerprint(&fingerprint)?;
+            cmdop_certs::files::ensure_private_dir(&home)?;
+            AuthorizedClients::new(&home).revoke(&fingerprint)?;
+            println!("revoked {fingerprint}; new connections with this key are refused");
+            Ok(())
+        }
+        Command::Invite { valid } => {
+            cmdop_certs::files::ensure_private_dir(&home)?;
+            let now = cmdop_node::session::now_ms() / 1000;
+            let token = Invites::new(&home).issue(now, now + valid.0.as_secs())?;
+            println!("{token}");
+            eprintln!("one-time token, valid for {valid}: on the client run 'cmdop host add NAME ADDR --token {token}'");
+            Ok(())
+        }
+        Command::Clients => {
+            for fingerprint in AuthorizedClients::new(&home).list()? {
+                println!("{fingerprint}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn serve(home: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::load(&home)?;
+    let listen = match listen {
+        Some(listen) => listen,
+        None => config.node.listen.parse().with_context(|| {
+            format!(
+                "node.listen '{}' in config.yaml is not an address like 0.0.0.0:7443",
+                config.node.listen
+            )
+        })?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let node = Node::bind(NodeOptions { home: home.clone(), listen, config }, Arc::new(NativePty))?;
+        let addr = node.local_addr()?;
+        tracing::info!(%addr, fingerprint = %node.identity.fingerprint(), home = %home.display(), "cmdop-node listening");
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            signals.cancel();
+        });
+        node.run(shutdown).await;
+        Ok::<_, anyhow::Error>(())
+    })
+}

@@ -1,0 +1,258 @@
+//! The node's sessions: creation, lookup, destruction and idle expiry.
+//!
+//! Expiry wakes once per deadline, not once per session per tick: the reaper sleeps until the
+//! earliest expiry among unattached sessions (or until something changes), so a thousand idle
+//! sessions cost no wake-ups.
+
+use crate::config::NodeConfig;
+use crate::proto::{CreateSession, ErrorKind, ErrorReply, SessionInfo};
+use crate::pty::{PtySpawner, SpawnSpec};
+use crate::session::{now_ms, Session};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Every session on this node.
+pub struct Registry {
+    sessions: Mutex<BTreeMap<Uuid, Arc<Session>>>,
+    changed: Notify,
+    spawner: Arc<dyn PtySpawner>,
+    host: String,
+    config: NodeConfig,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> ErrorReply {
+    ErrorReply {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// The shell to run: `$SHELL`, or `/bin/sh`.
+pub fn default_shell() -> String {
+    std::env::var("SHELL")
+        .ok()
+        .filter(|s| !s.is_empty() && std::path::Path::new(s).exists())
+        .unwrap_or_else(|| "/bin/sh".into())
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(spawner: Arc<dyn PtySpawner>, host: String, config: NodeConfig) -> Self {
+        Registry {
+            sessions: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+            spawner,
+            host,
+            config,
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<Uuid, Arc<Session>>> {
+        // No code panics while holding this lock; recover the map rather than fail forever.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Creates a session; `preload` becomes the start of its scrollback.
+    pub fn create(
+        &self,
+        request: CreateSession,
+        preload: &[u8],
+    ) -> Result<Arc<Session>, ErrorReply> {
+        if let Some(name) = &request.name {
+            validate_name(name)?;
+        }
+        let home = crate::home::user_home().to_string_lossy().into_owned();
+        let cwd = match request.cwd {
+            Some(cwd) if std::path::Path::new(&cwd).is_dir() => cwd,
+            Some(cwd) => {
+                return Err(error(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "working directory {cwd} does not exist on {}; pick another",
+                        self.host
+                    ),
+                ))
+            }
+            None => home,
+        };
+        let mut env = request.env;
+        env.push((
+            "TERM".into(),
+            request.term.unwrap_or_else(|| "xterm-256color".into()),
+        ));
+        let spec = SpawnSpec {
+            program: default_shell(),
+            cwd,
+            env,
+            size: request.size,
+        };
+        // The name check and the insert happen under one lock, so two creates cannot both win.
+        let mut map = self.map();
+        if map.len() >= self.config.max_sessions {
+            return Err(error(
+                ErrorKind::Limit,
+                format!(
+                    "{} already runs {} sessions (max_sessions in config.yaml); destroy some first",
+                    self.host, self.config.max_sessions
+                ),
+            ));
+        }
+        if let Some(name) = &request.name {
+            if map.values().any(|s| s.lock().name.as_deref() == Some(name)) {
+                return Err(error(
+                    ErrorKind::NameTaken,
+                    format!(
+                        "a session named '{name}' already exists on {}; pick another name",
+                        self.host
+                    ),
+                ));
+            }
+        }
+        let spawned = self.spawner.spawn(&spec).map_err(|e| {
+            error(
+                ErrorKind::Internal,
+                format!("cannot start {} on {}: {e}", spec.program, self.host),
+            )
+        })?;
+        let capacity = usize::try_from(self.config.ringbuffer.0).unwrap_or(usize::MAX);
+        let session = Session::start(
+            &spec,
+            spawned,
+            request.name,
+            self.host.clone(),
+            capacity,
+            preload,
+        );
+        map.insert(session.id, session.clone());
+        drop(map);
+        tracing::info!(session = %session.id, pid = ?session.pid, "session created");
+        self.changed.notify_one();
+        Ok(session)
+    }
+
+    /// A session by id.
+    pub fn get(&self, id: Uuid) -> Result<Arc<Session>, ErrorReply> {
+        self.map()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| self.not_found(id))
+    }
+
+    fn not_found(&self, id: Uuid) -> ErrorReply {
+        error(
+            ErrorKind::NotFound,
+            format!(
+                "no session {id} on {}; list them with 'cmdop session list'",
+                self.host
+            ),
+        )
+    }
+
+    /// Every session's metadata, oldest first.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let sessions: Vec<_> = self.map().values().cloned().collect();
+        sessions.iter().map(|s| s.info()).collect()
+    }
+
+    /// Every session.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.map().values().cloned().collect()
+    }
+
+    /// Destroys a session: hangs up its processes and drops its scrollback.
+    pub fn destroy(&self, id: Uuid) -> Result<(), ErrorReply> {
+        let session = self.map().remove(&id).ok_or_else(|| self.not_found(id))?;
+        session.hang_up();
+        tracing::info!(session = %id, "session destroyed");
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Destroys every session unattached and idle for longer than `idle`; returns their ids.
+    pub fn destroy_idle(&self, idle: Duration, now_ms: u64) -> Vec<Uuid> {
+        let expired: Vec<Uuid> = self
+            .map()
+            .values()
+            .filter(|s| s.expires_at_ms(idle).is_some_and(|at| at <= now_ms))
+            .map(|s| s.id)
+            .collect();
+        for id in &expired {
+            let _ = self.destroy(*id);
+        }
+        expired
+    }
+
+    /// Destroys every session (node shutdown).
+    pub fn destroy_all(&self) {
+        let sessions: Vec<_> = std::mem::take(&mut *self.map()).into_values().collect();
+        for session in sessions {
+            session.hang_up();
+        }
+    }
+
+    /// Call after a change that may move an expiry (detach, TTL-relevant activity).
+    pub fn touch(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Expires idle sessions until `shutdown`: sleeps until the earliest deadline.
+    pub async fn run_reaper(self: Arc<Self>, shutdown: CancellationToken) {
+        let ttl = self.config.idle_ttl.0;
+        loop {
+            let now = now_ms();
+            let expired = self.destroy_idle(ttl, now);
+            if !expired.is_empty() {
+                tracing::info!(count = expired.len(), "expired idle sessions");
+            }
+            let next = self.all().iter().filter_map(|s| s.expires_at_ms(ttl)).min();
+            // Activity pushes deadlines later, so waking at a stale deadline only re-checks.
+            let wait = match next {
+                Some(at) => Duration::from_millis(at.saturating_sub(now).max(10)),
+                None => ttl.max(Duration::from_secs(1)),
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// Names are short, printable and never look like an id flag.
+fn validate_name(name: &str) -> Result<(), ErrorReply> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_.@+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(error(
+            ErrorKind::BadRequest,
+            format!(
+                "'{name}' is not a valid session name; use up to 64 letters, digits and - _ . @ +"
+            ),
+        ))
+    }
+}

@@ -1,0 +1,340 @@
+//! The node's QUIC server: accepts connections, authenticates clients, and serves the control
+//! stream (and attach streams) of each.
+//!
+//! Per connection:
+//! - the TLS handshake proves the client holds its key (any key is accepted at that stage);
+//! - the first bidirectional stream is the control stream; its first frame is [`Hello`], checked
+//!   for the protocol version and against the authorized clients (or a one-time invite);
+//! - later bidirectional streams are attachments ([`crate::attach`]).
+//!
+//! A malformed or oversized frame closes that connection only, with a reason the peer can read.
+
+use crate::config::Config;
+use crate::home::{host_name, CLIENT_IDENTITY, NODE_IDENTITY};
+use crate::proto::{
+    close_code, ErrorKind, ErrorReply, Hello, HelloReply, Reply, Request, PROTOCOL_VERSION,
+};
+use crate::pty::PtySpawner;
+use crate::registry::Registry;
+use crate::session::now_ms;
+use crate::tls::{peer_fingerprint, server_config};
+use crate::wire::{FramedRecv, FramedSend, RecvError};
+use anyhow::Context;
+use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long a new connection may take to say [`Hello`].
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a running node shares between its connections.
+pub struct Node {
+    /// The sessions.
+    pub registry: Arc<Registry>,
+    /// The node's identity.
+    pub identity: Identity,
+    /// The client identity in the node's own `$CMDOP_HOME`, authorized implicitly.
+    pub local_client: Fingerprint,
+    authorized: AuthorizedClients,
+    invites: Invites,
+    /// Host name reported to clients.
+    pub host: String,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+    endpoint: quinn::Endpoint,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("host", &self.host).finish()
+    }
+}
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// State directory.
+    pub home: PathBuf,
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// The loaded config.
+    pub config: Config,
+}
+
+fn refuse(kind: ErrorKind, message: String) -> HelloReply {
+    HelloReply::Refused(ErrorReply { kind, message })
+}
+
+impl Node {
+    /// Loads identities and binds the UDP socket.
+    pub fn bind(options: NodeOptions, spawner: Arc<dyn PtySpawner>) -> anyhow::Result<Arc<Node>> {
+        let identity = Identity::load_or_create(&options.home, NODE_IDENTITY)?;
+        let local_client = Identity::load_or_create(&options.home, CLIENT_IDENTITY)?
+            .fingerprint()
+            .clone();
+        let server = server_config(&identity)?;
+        let endpoint = quinn::Endpoint::server(server, options.listen).with_context(|| {
+            format!(
+                "cannot listen on UDP {}; is another cmdop-node running? (choose another with --listen)",
+                options.listen
+            )
+        })?;
+        let host = host_name();
+        let max_frame = usize::try_from(options.config.node.max_frame.0).unwrap_or(usize::MAX);
+        let registry = Arc::new(Registry::new(
+            spawner,
+            host.clone(),
+            options.config.node.clone(),
+        ));
+        Ok(Arc::new(Node {
+            registry,
+            identity,
+            local_client,
+            authorized: AuthorizedClients::new(&options.home),
+            invites: Invites::new(&options.home),
+            host,
+            max_frame,
+            endpoint,
+        }))
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Serves until `shutdown` fires, then closes every connection (close frames sent) and hangs
+    /// up every session.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(self.registry.clone().run_reaper(shutdown.child_token()));
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                incoming = self.endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    let node = self.clone();
+                    let token = shutdown.child_token();
+                    tasks.spawn(async move {
+                        let remote = incoming.remote_address();
+                        match incoming.await {
+                            Ok(connection) => node.serve_connection(connection, token).await,
+                            Err(e) => tracing::debug!(%remote, "handshake failed: {e}"),
+                        }
+                    });
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        tracing::info!("shutting down");
+        self.endpoint
+            .close(close_code::SHUTDOWN.into(), b"cmdop-node is shutting down");
+        self.registry.destroy_all();
+        tasks.abort_all();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+
+    /// Decides whether `fingerprint` is served.
+    fn admit(&self, fingerprint: &Fingerprint, hello: &Hello) -> HelloReply {
+        if hello.version != PROTOCOL_VERSION {
+            return refuse(
+                ErrorKind::VersionMismatch,
+                format!(
+                    "{} speaks cmdop protocol {PROTOCOL_VERSION} but this client speaks {}; upgrade the older side",
+                    self.host, hello.version
+                ),
+            );
+        }
+        let welcome = |invited| HelloReply::Welcome {
+            version: PROTOCOL_VERSION,
+            host: self.host.clone(),
+            invited,
+        };
+        let revoked = self.authorized.is_revoked(fingerprint).unwrap_or(false);
+        if !revoked
+            && (*fingerprint == self.local_client
+                || self.authorized.is_authorized(fingerprint).unwrap_or(false))
+        {
+            return welcome(false);
+        }
+        if let (Some(token), false) = (&hello.invite, revoked) {
+            let now = now_ms() / 1000;
+            return match self.invites.redeem(token, now) {
+                Ok(()) => match self.authorized.authorize(fingerprint, "invited") {
+                    Ok(_) => {
+                        tracing::info!(%fingerprint, "client authorized by invite");
+                        welcome(true)
+                    }
+                    Err(e) => refuse(
+                        ErrorKind::Internal,
+                        format!("cannot record the authorization on {}: {e}", self.host),
+                    ),
+                },
+                Err(e) => refuse(ErrorKind::Unauthorized, e.to_string()),
+            };
+        }
+        refuse(
+            ErrorKind::Unauthorized,
+            format!(
+                "{} does not authorize client key {fingerprint}; on {} run 'cmdop-node authorize {fingerprint}', or ask for an invite token",
+                self.host, self.host
+            ),
+        )
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        connection: quinn::Connection,
+        shutdown: CancellationToken,
+    ) {
+        let remote = connection.remote_address();
+        let Some(fingerprint) = peer_fingerprint(&connection) else {
+            connection.close(
+                close_code::UNAUTHORIZED.into(),
+                b"a client certificate is required",
+            );
+            return;
+        };
+        let span = tracing::info_span!("conn", %remote, client = %fingerprint);
+        let _enter = span.enter();
+        let (send, recv) = match tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await {
+            Ok(Ok(streams)) => streams,
+            Ok(Err(e)) => {
+                tracing::debug!("connection ended before a control stream: {e}");
+                return;
+            }
+            Err(_) => {
+                connection.close(
+                    close_code::PROTOCOL_ERROR.into(),
+                    b"no control stream opened in time",
+                );
+                return;
+            }
+        };
+        let mut send = FramedSend::new(send);
+        let mut recv = FramedRecv::new(recv, self.max_frame);
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, recv.recv::<Hello>()).await {
+            Ok(Ok(Some(hello))) => hello,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => return close_for(&connection, &e),
+            Err(_) => {
+                connection.close(
+                    close_code::PROTOCOL_ERROR.into(),
+                    b"no hello received in time",
+                );
+                return;
+            }
+        };
+        let reply = self.admit(&fingerprint, &hello);
+        let _ = send.send(&reply).await;
+        if let HelloReply::Refused(refusal) = reply {
+            tracing::info!("refused: {}", refusal.message);
+            let code = match refusal.kind {
+                ErrorKind::VersionMismatch => close_code::VERSION_MISMATCH,
+                _ => close_code::UNAUTHORIZED,
+            };
+            send.finish();
+            // Give the refusal frame a moment to be delivered before the close frame.
+            let _ = tokio::time::timeout(Duration::from_millis(200), send.stream().stopped()).await;
+            connection.close(code.into(), refusal.message.as_bytes());
+            return;
+        }
+        tracing::debug!("client admitted");
+        drop(_enter);
+        let attachments = tokio::spawn(crate::attach::accept_attachments(
+            self.clone(),
+            connection.clone(),
+            fingerprint.clone(),
+            shutdown.clone(),
+        ));
+        loop {
+            let request = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                request = recv.recv::<Request>() => request,
+            };
+            let request = match request {
+                Ok(Some(request)) => request,
+                Ok(None) => break,
+                Err(e) => {
+                    close_for(&connection, &e);
+                    break;
+                }
+            };
+            let reply = self.handle(request).await;
+            if send.send(&reply).await.is_err() {
+                break;
+            }
+        }
+        // The control stream is done; attachments may continue on the connection.
+        let _ = attachments.await;
+    }
+
+    /// Answers one control request.
+    pub async fn handle(&self, request: Request) -> Reply {
+        let registry = &self.registry;
+        let result = match request {
+            Request::Create(create) => registry
+                .create(create, &[])
+                .map(|s| Reply::Session(s.info())),
+            Request::List => Ok(Reply::Sessions(registry.list())),
+            Request::Show { session, tail } => registry.get(session).map(|s| {
+                let tail = tail
+                    .map(|n| s.lock().ring.last_lines(n as usize).data)
+                    .unwrap_or_default();
+                Reply::Shown {
+                    session: s.info(),
+                    tail,
+                }
+            }),
+            Request::Attach { session } => registry.get(session).map(|s| {
+                {
+                    let mut core = s.lock();
+                    core.marked_attached = true;
+                    core.last_active_ms = now_ms();
+                }
+                registry.touch();
+                Reply::Session(s.info())
+            }),
+            Request::Detach { session } => registry.get(session).map(|s| {
+                {
+                    let mut core = s.lock();
+                    core.marked_attached = false;
+                    core.last_active_ms = now_ms();
+                }
+                registry.touch();
+                Reply::Session(s.info())
+            }),
+            Request::Destroy { session } => registry
+                .destroy(session)
+                .map(|_| Reply::Destroyed(vec![session])),
+            Request::DestroyIdle { idle_ms } => Ok(Reply::Destroyed(
+                registry.destroy_idle(Duration::from_millis(idle_ms), now_ms()),
+            )),
+            Request::Send { session, data } => match registry.get(session) {
+                Ok(s) => match s.write_input(data).await {
+                    Ok(()) => Ok(Reply::Done),
+                    Err(e) => Err(ErrorReply {
+                        kind: ErrorKind::BadRequest,
+                        message: format!("cannot send to session {session}: {e}"),
+                    }),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        result.unwrap_or_else(Reply::Error)
+    }
+}
+
+/// Closes a connection whose peer sent something unreadable.
+pub fn close_for(connection: &quinn::Connection, error: &RecvError) {
+    if let RecvError::Frame(e) = error {
+        tracing::info!("closing connection: {e}");
+        connection.close(close_code::PROTOCOL_ERROR.into(), e.to_string().as_bytes());
+    }
+}

@@ -1,0 +1,267 @@
+//! The end-to-end harness: temporary `$CMDOP_HOME`s, real `cmdop-node` processes on loopback,
+//! `cmdop` invocations, and `cmdop connect` driven in a pseudo-terminal as a person would.
+//!
+//! The binaries come from the same target directory as the test executable; build them first
+//! (`cargo build --workspace`, which the README's test command does).
+
+#![allow(clippy::unwrap_used)]
+
+pub mod pty;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with 'cargo build --workspace'",
+        path.display()
+    );
+    path
+}
+
+/// A temporary `$CMDOP_HOME`, removed when dropped.
+#[derive(Debug)]
+pub struct Home {
+    /// The directory.
+    pub path: PathBuf,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Home {
+    /// A fresh, empty home.
+    pub fn new(tag: &str) -> Home {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("cmdop-e2e-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        Home { path }
+    }
+
+    /// Writes `config.yaml`.
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.path.join("config.yaml"), text).unwrap();
+    }
+
+    /// Runs `cmdop` with this home.
+    pub fn cmdop(&self, args: &[&str]) -> Run {
+        Run::of(
+            Command::new(bin("cmdop"))
+                .args(args)
+                .env("CMDOP_HOME", &self.path)
+                .env("SHELL", "/bin/sh")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        )
+    }
+
+    /// Runs `cmdop-node` (a one-shot subcommand) with this home.
+    pub fn cmdop_node(&self, args: &[&str]) -> Run {
+        Run::of(
+            Command::new(bin("cmdop-node"))
+                .args(args)
+                .env("CMDOP_HOME", &self.path)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 if killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn of(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    pub fn ok(self) -> String {
+        assert_eq!(
+            self.code, 0,
+            "command failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self.stdout
+    }
+
+    /// Asserts failure with exit code 1 and returns stderr.
+    pub fn fails(self) -> String {
+        assert_eq!(
+            self.code, 1,
+            "expected failure:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self.stderr
+    }
+}
+
+/// A UDP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it is true or `timeout` passes; returns whether it became true.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// What a node logs once it accepts connections.
+const READY: &str = "cmdop-node listening";
+
+/// A running `cmdop-node`, stopped (SIGTERM) when dropped.
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: Child,
+    /// Its UDP port on 127.0.0.1.
+    pub port: u16,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts a node for `home` on `port`; `node_config` is extra YAML under `node:`.
+    pub fn start(home: &Home, port: u16, node_config: &str) -> NodeProcess {
+        let mut config = format!("node:\n  listen: 127.0.0.1:{port}\n");
+        for line in node_config.lines() {
+            config.push_str(&format!("  {line}\n"));
+        }
+        config.push_str("client:\n  connect_timeout: 2s\n");
+        home.write_config(&config);
+        Self::spawn(home, port)
+    }
+
+    /// Starts a node for `home` with its existing config.
+    pub fn spawn(home: &Home, port: u16) -> NodeProcess {
+        let log = home.path.join("node.log");
+        let starts_before = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(READY)
+            .count();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(bin("cmdop-node"))
+            .env("CMDOP_HOME", &home.path)
+            .env("SHELL", "/bin/sh")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let node = NodeProcess { child, port, log };
+        let up = wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&node.log)
+                .unwrap_or_default()
+                .matches(READY)
+                .count()
+                > starts_before
+        });
+        assert!(up, "node did not start: {}", node.log_text());
+        node
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// What the node logged.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the node with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A client home that knows `node` as host `name`.
+pub fn client_home(tag: &str, name: &str, node: &NodeProcess) -> Home {
+    let home = Home::new(tag);
+    home.write_config(&format!(
+        "client:\n  connect_timeout: 2s\nhosts:\n  {name}:\n    addr: {}\n",
+        node.addr()
+    ));
+    home
+}
+
+/// The sessions in `cmdop session list --json` output.
+pub fn sessions_json(stdout: &str) -> Vec<serde_json::Value> {
+    let value: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    value["sessions"].as_array().cloned().unwrap_or_default()
+}

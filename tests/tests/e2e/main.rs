@@ -1,0 +1,8 @@
+//! End-to-end tests: real `cmdop` and `cmdop-node` binaries on loopback, each test with its
+//! own `$CMDOP_HOME`s and ports.
+
+#![allow(clippy::unwrap_used)]
+
+mod sessions;
+mod terminal;
+mod trust;

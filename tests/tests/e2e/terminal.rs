@@ -1,0 +1,126 @@
+//! `cmdop connect` in a pseudo-terminal, as a person would use it.
+
+use cmdop_e2e::pty::Terminal;
+use cmdop_e2e::{bin, free_port, sessions_json, wait_until, Home, NodeProcess};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn connect(home: &Home, args: &[&str]) -> Terminal {
+    let mut all = vec!["connect", "local"];
+    all.extend_from_slice(args);
+    Terminal::spawn(&bin("cmdop"), &all, &home.path, 30, 100)
+}
+
+#[test]
+fn type_detach_and_reattach_shows_earlier_output() {
+    let home = Home::new("term-basic");
+    let _node = NodeProcess::start(&home, free_port(), "");
+    let mut term = connect(&home, &["--name", "work"]);
+    term.type_line("echo typed-$((40+2))");
+    term.expect("typed-42", WAIT);
+    term.type_bytes(b"\x04");
+    assert_eq!(term.wait_exit(WAIT), Some(0));
+    term.expect("detached from session work", WAIT);
+    term.expect("cmdop connect local --session work", WAIT);
+
+    let detached = wait_until(WAIT, || {
+        let s = sessions_json(&home.cmdop(&["session", "list", "--json"]).ok());
+        assert_eq!(s.len(), 1, "the session survives the detach");
+        s[0]["attached"] == false
+    });
+    assert!(detached, "the node still counts the client as attached");
+
+    // Reconnecting reuses the detached session and replays its scrollback.
+    let mut again = connect(&home, &[]);
+    again.expect("typed-42", WAIT);
+    again.type_line("echo second-$((1+1))");
+    again.expect("second-2", WAIT);
+    again.type_bytes(b"\x04");
+    assert_eq!(again.wait_exit(WAIT), Some(0), "{}", again.text());
+}
+
+#[test]
+fn second_attach_is_refused_and_takeover_wins() {
+    let home = Home::new("term-takeover");
+    let _node = NodeProcess::start(&home, free_port(), "");
+    let mut first = connect(&home, &["--name", "shared"]);
+    first.type_line("echo first-here");
+    first.expect("first-here", WAIT);
+
+    let mut refused = connect(&home, &["--session", "shared"]);
+    assert_eq!(refused.wait_exit(WAIT), Some(1));
+    let text = refused.text();
+    assert!(
+        text.contains("is held by client") && text.contains("--takeover"),
+        "{text}"
+    );
+
+    let mut second = connect(&home, &["--session", "shared", "--takeover"]);
+    second.expect("first-here", WAIT);
+    assert_eq!(first.wait_exit(WAIT), Some(0));
+    first.expect("taken over by client", WAIT);
+    second.type_line("echo second-here");
+    second.expect("second-here", WAIT);
+    second.type_bytes(b"\x04");
+    assert_eq!(second.wait_exit(WAIT), Some(0));
+}
+
+#[test]
+fn read_only_viewer_sees_output_but_cannot_type() {
+    let home = Home::new("term-viewer");
+    let _node = NodeProcess::start(&home, free_port(), "");
+    let mut owner = connect(&home, &["--name", "watched"]);
+    owner.type_line("echo ready");
+    owner.expect("ready", WAIT);
+    let mut viewer = connect(&home, &["--session", "watched", "--read-only"]);
+    viewer.expect("ready", WAIT);
+    viewer.type_line("echo viewer-typed-$((3*3))");
+    owner.type_line("echo owner-typed-$((2*2))");
+    viewer.expect("owner-typed-4", WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !owner.text().contains("viewer-typed-9"),
+        "viewer keystrokes reached the session"
+    );
+    let tail = home
+        .cmdop(&["session", "show", "watched", "--tail", "50"])
+        .ok();
+    assert!(!tail.contains("viewer-typed"), "{tail}");
+    viewer.type_bytes(b"\x04");
+    assert_eq!(viewer.wait_exit(WAIT), Some(0));
+    owner.type_bytes(b"\x04");
+    assert_eq!(owner.wait_exit(WAIT), Some(0));
+}
+
+#[test]
+fn resize_reaches_the_remote_and_exit_code_propagates() {
+    let home = Home::new("term-resize");
+    let _node = NodeProcess::start(&home, free_port(), "");
+    let mut term = connect(&home, &[]);
+    term.type_line("stty size");
+    term.expect("30 100", WAIT);
+    term.resize(40, 120);
+    std::thread::sleep(Duration::from_millis(300));
+    term.type_line("stty size");
+    term.expect("40 120", WAIT);
+    term.type_line("exit 7");
+    assert_eq!(term.wait_exit(WAIT), Some(7));
+    term.expect("exited with code 7", WAIT);
+}
+
+#[test]
+fn ctrl_c_stops_a_flood_and_the_prompt_returns() {
+    let home = Home::new("term-flood");
+    let _node = NodeProcess::start(&home, free_port(), "");
+    let mut term = connect(&home, &[]);
+    term.type_line("PS1='pr''ompt> '");
+    term.expect("prompt> ", WAIT);
+    term.type_line("yes flood");
+    term.expect("flood\r\nflood\r\nflood", WAIT);
+    term.type_bytes(b"\x03");
+    term.type_line("echo after-$((5*5))");
+    term.expect("after-25", WAIT);
+    term.type_bytes(b"\x04");
+    assert_eq!(term.wait_exit(WAIT), Some(0));
+}
