@@ -269,3 +269,27 @@ fn garbage_on_the_control_stream_closes_only_that_connection() {
 fn node_is_alive(home: &Home) -> bool {
     home.cmdop(&["session", "list", "--host", "local"]).code == 0
 }
+
+#[test]
+fn sigterm_shuts_the_node_down_and_hangs_up_its_shells() {
+    let home = Home::new("shutdown");
+    let mut node = NodeProcess::start(&home, free_port(), "");
+    home.cmdop(&["session", "create", "local", "--name", "doomed"])
+        .ok();
+    let s = sessions_json(&home.cmdop(&["session", "list", "--json"]).ok());
+    let pid = s[0]["pid"].as_u64().unwrap() as i32;
+    node.stop();
+    assert!(!node.is_running(), "node ignored SIGTERM");
+    assert!(
+        node.log_text().contains("shutting down"),
+        "{}",
+        node.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            // SAFETY: signal 0 only checks for existence.
+            unsafe { libc::kill(pid, 0) != 0 }
+        }),
+        "shell {pid} survived the node's shutdown"
+    );
+}
