@@ -17,7 +17,7 @@ use crate::proto::{
 use crate::pty::PtySpawner;
 use crate::registry::Registry;
 use crate::session::now_ms;
-use crate::tls::{peer_fingerprint, server_config};
+use crate::tls::{node_endpoint_config, peer_fingerprint, server_config};
 use crate::wire::{FramedRecv, FramedSend, RecvError};
 use anyhow::Context;
 use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
@@ -77,12 +77,19 @@ impl Node {
             .fingerprint()
             .clone();
         let server = server_config(&identity)?;
-        let endpoint = quinn::Endpoint::server(server, options.listen).with_context(|| {
+        let socket = std::net::UdpSocket::bind(options.listen).with_context(|| {
             format!(
                 "cannot listen on UDP {}; is another cmdop-node running? (choose another with --listen)",
                 options.listen
             )
         })?;
+        let endpoint = quinn::Endpoint::new(
+            node_endpoint_config(&identity),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .context("cannot start the QUIC endpoint")?;
         let host = host_name();
         let max_frame = usize::try_from(options.config.node.max_frame.0).unwrap_or(usize::MAX);
         let registry = Arc::new(Registry::new(

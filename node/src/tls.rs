@@ -16,14 +16,45 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// How often an idle connection proves it is alive. It bounds how long output stays lost after
+/// a NAT rebinding the client cannot see: its next keep-alive shows the node the new address.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+
+/// How long a silent connection lives. Past it the client reconnects and resyncs by offset, so
+/// this only decides how soon a dead path is given up, not whether anything is lost.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Transport settings shared by both ends: keep-alives well inside the idle timeout, so a quiet
 /// terminal is not mistaken for a dead one.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(1)));
-    // 30 s is well within quinn's VarInt range, so the conversion cannot fail.
-    transport.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(30)).ok());
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    // 10 s is well within quinn's VarInt range, so the conversion cannot fail.
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     transport
+}
+
+/// Endpoint settings for a node: the stateless-reset and connection-id keys are derived from the
+/// node's private key,
+/// so after a restart the node answers packets of connections it forgot with a reset the client
+/// recognises, and the client learns at once that the node restarted.
+pub fn node_endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
+    let key = identity.private_key();
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"cmdop-node stateless reset key v1");
+    context.update(key.secret_der());
+    let secret = context.finish();
+    let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_ref());
+    let mut config = quinn::EndpointConfig::new(Arc::new(hmac));
+    // Connection ids carry a keyed hash that the endpoint checks before answering; the key must
+    // survive restarts too, or the restarted node silently drops the old connection's packets.
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&secret.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// The node's QUIC server configuration.

@@ -173,7 +173,7 @@ impl NodeProcess {
         for line in node_config.lines() {
             config.push_str(&format!("  {line}\n"));
         }
-        config.push_str("client:\n  connect_timeout: 2s\n");
+        config.push_str("client:\n  connect_timeout: 5s\n");
         home.write_config(&config);
         Self::spawn(home, port)
     }
@@ -234,6 +234,12 @@ impl NodeProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the node with SIGKILL (a crash: no close frames, no clean-up).
+    pub fn crash(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -24,6 +24,18 @@ impl std::fmt::Debug for Terminal {
 impl Terminal {
     /// Runs `program args` with `CMDOP_HOME=home` in a `rows`x`cols` PTY.
     pub fn spawn(program: &Path, args: &[&str], home: &Path, rows: u16, cols: u16) -> Terminal {
+        Self::spawn_with_env(program, args, home, rows, cols, &[])
+    }
+
+    /// As [`Terminal::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        program: &Path,
+        args: &[&str],
+        home: &Path,
+        rows: u16,
+        cols: u16,
+        env: &[(&str, &str)],
+    ) -> Terminal {
         let system = portable_pty::native_pty_system();
         let pair = system
             .openpty(PtySize {
@@ -38,6 +50,9 @@ impl Terminal {
         command.env("CMDOP_HOME", home);
         command.env("SHELL", "/bin/sh");
         command.env("TERM", "xterm");
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let child = pair.slave.spawn_command(command).expect("spawn in pty");
         drop(pair.slave);
         let mut reader = pair.master.try_clone_reader().expect("pty reader");

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod roaming;
 mod sessions;
 mod terminal;
 mod trust;
