@@ -214,9 +214,10 @@ fn blackout_past_the_idle_timeout_reconnects_and_keystrokes_arrive_once() {
 fn ringbuffer_overflow_during_a_blackout_is_reported_and_the_rest_is_exact() {
     let roam = Roaming::new("roam-overflow", "ringbuffer: 64KiB", Impairments::default());
     let mut term = roam.connect_with_prompt(&["--name", "flood"]);
+    // The flood (~1.2 MB into a 64 KiB ringbuffer) runs while the client is cut off.
+    term.type_line("sleep 1; seq 1 200000; echo FLOOD-$((1+1))-DONE");
+    term.expect("FLOOD-$((1+1))-DONE", WAIT);
     roam.netsim.set_blackout(true);
-    // Typed while dark: delivered after the reconnect, then prints ~1.2 MB.
-    term.type_line("seq 1 200000; echo FLOOD-$((1+1))-DONE");
     std::thread::sleep(Duration::from_secs(12));
     roam.netsim.set_blackout(false);
     term.expect("FLOOD-2-DONE", Duration::from_secs(60));
