@@ -384,6 +384,7 @@ async fn read_input(
         };
         match (message, mode) {
             (AttachInput::Detach, _) => break,
+            (AttachInput::Probe, _) => {}
             (_, AttachMode::ReadOnly) => {}
             (AttachInput::Resize(size), AttachMode::Interactive) => session.resize(size),
             (AttachInput::Input { seq, data }, AttachMode::Interactive) => {

@@ -240,6 +240,7 @@ impl Attachment {
             events: events_tx,
             link_state: LinkState::Up,
             last_contact: Instant::now(),
+            rtt: Duration::from_millis(100),
         };
         tokio::spawn(driver.run(link));
         Ok(Attachment {
@@ -281,6 +282,121 @@ const SILENCE_BEFORE_REBIND: Duration = Duration::from_millis(2500);
 /// How far the wall clock may run ahead of the monotonic clock before we call it a sleep.
 const CLOCK_JUMP: Duration = Duration::from_secs(3);
 
+/// Watches the path for silence, sans-IO: fed the connection's datagram counter and the time.
+///
+/// - While output streams (datagrams arrive tick after tick), a silence longer than a few round
+///   trips means packets are going astray, typically a NAT rebinding the client cannot see: send
+///   a probe at once (then back off), so the node learns the new address now, not at the next
+///   keep-alive.
+/// - A silence past [`SILENCE_BEFORE_REBIND`] (or a wall clock jumping ahead after a sleep) moves
+///   the client to a fresh socket, in case its own network changed.
+/// - Ticks are fast while streaming and slow while idle: an idle terminal costs four wake-ups a
+///   second.
+#[derive(Debug)]
+struct PathWatch {
+    datagrams: u64,
+    last_rx: Instant,
+    streaming: bool,
+    probes: u32,
+    last_probe: Option<Instant>,
+    rebound_at: Option<Instant>,
+    wall: SystemTime,
+    mono: Instant,
+}
+
+/// What a [`PathWatch`] tick asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PathAction {
+    received: bool,
+    probe: bool,
+    rebind: bool,
+    silent_secs: Option<u64>,
+}
+
+/// Tick while output streams.
+const FAST_TICK: Duration = Duration::from_millis(5);
+/// Tick while idle.
+const SLOW_TICK: Duration = Duration::from_millis(250);
+/// Shortest silence that triggers a probe while streaming.
+const MIN_PROBE_SILENCE: Duration = Duration::from_millis(20);
+
+impl PathWatch {
+    fn new(datagrams: u64) -> Self {
+        let now = Instant::now();
+        PathWatch {
+            datagrams,
+            last_rx: now,
+            streaming: false,
+            probes: 0,
+            last_probe: None,
+            rebound_at: None,
+            wall: SystemTime::now(),
+            mono: now,
+        }
+    }
+
+    fn tick_interval(&self) -> Duration {
+        if self.streaming {
+            FAST_TICK
+        } else {
+            SLOW_TICK
+        }
+    }
+
+    fn tick(&mut self, now: Instant, datagrams: u64, rtt: Duration) -> PathAction {
+        let mut action = PathAction::default();
+        let since_last = now.saturating_duration_since(self.last_rx);
+        if datagrams != self.datagrams {
+            // Packets arriving less than a slow tick apart: output is streaming.
+            self.streaming = since_last < SLOW_TICK;
+            self.datagrams = datagrams;
+            self.last_rx = now;
+            self.probes = 0;
+            self.last_probe = None;
+            action.received = true;
+        } else {
+            if self.streaming {
+                let wait = (rtt * 3).max(MIN_PROBE_SILENCE) * 2u32.pow(self.probes.min(6));
+                let since_probe = self
+                    .last_probe
+                    .map_or(since_last, |at| now.saturating_duration_since(at));
+                if since_probe >= wait {
+                    action.probe = true;
+                    self.probes += 1;
+                    self.last_probe = Some(now);
+                }
+                if since_last > Duration::from_secs(1) {
+                    self.streaming = false;
+                }
+            }
+            if since_last > SILENCE_BEFORE_REBIND {
+                action.silent_secs = Some(since_last.as_secs());
+                if self
+                    .rebound_at
+                    .is_none_or(|at| now.saturating_duration_since(at) > SILENCE_BEFORE_REBIND)
+                {
+                    action.rebind = true;
+                    self.rebound_at = Some(now);
+                }
+            }
+        }
+        // A wall clock far ahead of the monotonic one means the machine slept: the network may
+        // be another one now.
+        let wall = SystemTime::now();
+        let wall_elapsed = wall.duration_since(self.wall).unwrap_or_default();
+        if wall_elapsed > now.saturating_duration_since(self.mono) + CLOCK_JUMP {
+            action.rebind = true;
+            self.rebound_at = Some(now);
+        }
+        self.wall = wall;
+        self.mono = now;
+        action
+    }
+}
+
+/// Why a reconnect attempt that timed out failed.
+const NO_ANSWER: &str = "no answer";
+
 struct Driver {
     dialer: Arc<Dialer>,
     target: Target,
@@ -291,6 +407,8 @@ struct Driver {
     link_state: LinkState,
     /// When the last packet from the node arrived.
     last_contact: Instant,
+    /// The last link's round-trip time.
+    rtt: Duration,
 }
 
 impl Driver {
@@ -336,6 +454,7 @@ impl Driver {
             recv,
             ..
         } = link;
+        self.rtt = connection.rtt();
         let resend = lock(&self.resync).unacked();
         if let Some((seq, data)) = resend {
             if let Err(e) = send.send(&AttachInput::Input { seq, data }).await {
@@ -348,10 +467,8 @@ impl Driver {
             self.resync.clone(),
             self.events.clone(),
         ));
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let mut last_rx = (connection.stats().udp_rx.datagrams, Instant::now());
-        let mut clock = (SystemTime::now(), Instant::now());
-        let mut rebound_at: Option<Instant> = None;
+        let mut watch = PathWatch::new(connection.stats().udp_rx.datagrams);
+        let mut next_tick = tokio::time::Instant::now();
         let end = loop {
             tokio::select! {
                 end = &mut downlink => {
@@ -387,29 +504,25 @@ impl Driver {
                         break LinkEnd::Lost(e.to_string());
                     }
                 }
-                _ = tick.tick() => {
+                _ = tokio::time::sleep_until(next_tick) => {
                     let now = Instant::now();
-                    let rx = connection.stats().udp_rx.datagrams;
-                    if rx != last_rx.0 {
-                        last_rx = (rx, now);
+                    let action = watch.tick(now, connection.stats().udp_rx.datagrams, connection.rtt());
+                    next_tick = tokio::time::Instant::now() + watch.tick_interval();
+                    if action.received {
                         self.last_contact = now;
                         self.set_link_state(LinkState::Up).await;
-                    } else if now - last_rx.1 > SILENCE_BEFORE_REBIND {
-                        let secs = (now - last_rx.1).as_secs();
-                        self.set_link_state(LinkState::Silent { secs, peer: connection.remote_address() }).await;
-                        if rebound_at.is_none_or(|at| now - at > SILENCE_BEFORE_REBIND) {
-                            self.rebind();
-                            rebound_at = Some(now);
+                    }
+                    if action.probe {
+                        if let Err(e) = send.send(&AttachInput::Probe).await {
+                            break LinkEnd::Lost(e.to_string());
                         }
                     }
-                    // A wall clock far ahead of the monotonic one means the machine slept:
-                    // the network may be another one now.
-                    let wall = SystemTime::now().duration_since(clock.0).unwrap_or_default();
-                    if wall > (now - clock.1) + CLOCK_JUMP {
+                    if action.rebind {
                         self.rebind();
-                        rebound_at = Some(now);
                     }
-                    clock = (SystemTime::now(), now);
+                    if let Some(secs) = action.silent_secs {
+                        self.set_link_state(LinkState::Silent { secs, peer: connection.remote_address() }).await;
+                    }
                 }
             }
         };
@@ -438,6 +551,9 @@ impl Driver {
             };
             let dialer = self.dialer.clone();
             let target = self.target.clone();
+            // An attempt whose packets were lost is abandoned quickly, so that the first attempt
+            // after the network returns starts within about a second.
+            let attempt_timeout = (self.rtt * 6).max(Duration::from_secs(1));
             let attempt = async move {
                 let client = match dialer.connect(&target, None).await {
                     Ok(client) => client,
@@ -451,6 +567,11 @@ impl Driver {
                 };
                 open_link(client.connection.clone(), &target.name, request).await
             };
+            let attempt = async move {
+                tokio::time::timeout(attempt_timeout, attempt)
+                    .await
+                    .unwrap_or_else(|_| Err(AttachFailure::Retry(NO_ANSWER.into())))
+            };
             tokio::pin!(attempt);
             let mut status = tokio::time::interval(Duration::from_secs(1));
             let mut retry_at: Option<tokio::time::Instant> = None;
@@ -462,7 +583,9 @@ impl Driver {
                         Err(AttachFailure::Final(end)) => return Err(end),
                         Err(AttachFailure::Retry(reason)) => {
                             tracing::debug!("reconnect failed: {reason}");
-                            retry_at = Some(tokio::time::Instant::now() + backoff);
+                            // A timed-out attempt has already waited: retry at once.
+                            let pause = if reason == NO_ANSWER { Duration::ZERO } else { backoff };
+                            retry_at = Some(tokio::time::Instant::now() + pause);
                         }
                     },
                     _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if waiting => break None,
@@ -485,7 +608,7 @@ impl Driver {
                     self.set_link_state(LinkState::Up).await;
                     return Ok(link);
                 }
-                None => backoff = (backoff * 2).min(Duration::from_secs(2)),
+                None => backoff = (backoff * 2).min(Duration::from_secs(1)),
             }
         }
     }
@@ -538,5 +661,57 @@ async fn downlink(
         if events.send(event).await.is_err() {
             return LinkEnd::Done(End::Detached);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_while_streaming_sends_a_probe_with_backoff() {
+        let start = Instant::now();
+        let rtt = Duration::from_millis(2);
+        let mut watch = PathWatch::new(0);
+        // Datagrams every 5 ms: streaming, fast ticks.
+        let mut now = start;
+        for n in 1..=10 {
+            now = start + Duration::from_millis(5 * n);
+            let action = watch.tick(now, n, rtt);
+            assert!(action.received && !action.probe);
+        }
+        assert_eq!(watch.tick_interval(), FAST_TICK);
+        // Silence: the first probe after MIN_PROBE_SILENCE, the next after twice that.
+        let at = |ms| now + Duration::from_millis(ms);
+        assert!(!watch.tick(at(10), 10, rtt).probe);
+        assert!(watch.tick(at(20), 10, rtt).probe);
+        assert!(!watch.tick(at(35), 10, rtt).probe);
+        assert!(watch.tick(at(60), 10, rtt).probe);
+        // Packets again: back to normal.
+        assert!(watch.tick(at(65), 11, rtt).received);
+    }
+
+    #[test]
+    fn idle_silence_sends_no_probe_but_long_silence_rebinds() {
+        let start = Instant::now();
+        let rtt = Duration::from_millis(2);
+        let mut watch = PathWatch::new(0);
+        // A keep-alive a second: idle, slow ticks, no probes.
+        assert!(watch.tick(start + Duration::from_secs(1), 1, rtt).received);
+        assert_eq!(watch.tick_interval(), SLOW_TICK);
+        assert!(
+            !watch
+                .tick(start + Duration::from_millis(1500), 1, rtt)
+                .probe
+        );
+        let action = watch.tick(start + Duration::from_millis(3600), 1, rtt);
+        assert!(action.rebind && !action.probe);
+        assert_eq!(action.silent_secs, Some(2));
+        // No second rebind right after the first.
+        assert!(
+            !watch
+                .tick(start + Duration::from_millis(3900), 1, rtt)
+                .rebind
+        );
     }
 }

@@ -278,6 +278,9 @@ pub enum AttachInput {
     Resize(WinSize),
     /// The client leaves; the session keeps running.
     Detach,
+    /// Nothing: sent when expected output stops arriving, so that a path change the client
+    /// cannot see (a NAT rebinding) reaches the node at once instead of at the next keep-alive.
+    Probe,
 }
 
 /// Node to client, on an attach stream.
@@ -435,6 +438,7 @@ mod tests {
             },
             AttachInput::Resize(WinSize { rows: 5, cols: 6 }),
             AttachInput::Detach,
+            AttachInput::Probe,
         ] {
             round_trip(input);
         }
