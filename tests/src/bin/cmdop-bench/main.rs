@@ -1,12 +1,15 @@
-//! `cmdop-bench`: measures `cmdop connect` against the local PTY (the physical limit) and, when
-//! an sshd answers on localhost, `ssh localhost`, in one run on this machine.
+//! `cmdop-bench`: the numbers we keep score with, measured in one run on this machine.
 //!
-//! Prints, side by side: keystroke echo latency (p50/p99), bulk output throughput and whether
-//! every byte arrived, interrupt latency during a flood, and attach time. Run it with release
-//! binaries:
+//! - `terminal`: `cmdop connect` against the local PTY (the physical limit) and, when an sshd
+//!   answers on localhost, `ssh localhost`: keystroke echo latency (p50/p99), bulk output
+//!   throughput and whether every byte arrived, interrupt latency during a flood, attach time.
+//! - `roaming`: an attachment through netsim at 0 and 50 ms one-way delay: time until output
+//!   flows again after the client changes socket, after a NAT rebinding it cannot see, and after
+//!   a blackout longer than the QUIC idle timeout; bytes re-sent after the reconnect against
+//!   bytes missed.
 //!
 //! ```sh
-//! cargo build --release --workspace && ./target/release/cmdop-bench
+//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming]
 //! ```
 
 #![allow(clippy::unwrap_used)]
@@ -246,7 +249,25 @@ fn ssh() -> (Pty, Duration) {
     (pty, started.elapsed())
 }
 
+mod roaming;
+
 fn main() {
+    let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    match which.as_str() {
+        "terminal" => terminal_bench(),
+        "roaming" => roaming::run(),
+        "all" => {
+            terminal_bench();
+            roaming::run();
+        }
+        other => {
+            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming or nothing for both");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn terminal_bench() {
     let home = Home::new("bench");
     let node = NodeProcess::start(&home, free_port(), "");
     let home_path = home.path.to_string_lossy().into_owned();
