@@ -238,6 +238,11 @@ impl NodeProcess {
         let _ = self.child.wait();
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the node with SIGKILL (a crash: no close frames, no clean-up).
     pub fn crash(&mut self) {
         let _ = self.child.kill();

@@ -8,8 +8,11 @@
 //!   a blackout longer than the QUIC idle timeout; bytes re-sent after the reconnect against
 //!   bytes missed.
 //!
+//! - `scale`: 1,000 idle sessions on one node: memory per session, idle CPU and wake-ups, time
+//!   to list them; next to a tmux server with 1,000 sessions when tmux is installed.
+//!
 //! ```sh
-//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming]
+//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming|scale]
 //! ```
 
 #![allow(clippy::unwrap_used)]
@@ -250,18 +253,21 @@ fn ssh() -> (Pty, Duration) {
 }
 
 mod roaming;
+mod scale;
 
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     match which.as_str() {
         "terminal" => terminal_bench(),
         "roaming" => roaming::run(),
+        "scale" => scale::run(),
         "all" => {
             terminal_bench();
             roaming::run();
+            scale::run();
         }
         other => {
-            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming or nothing for both");
+            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming, scale, or nothing for all");
             std::process::exit(2);
         }
     }

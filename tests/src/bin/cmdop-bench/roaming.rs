@@ -26,11 +26,19 @@ struct Observed {
 }
 
 fn wall_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
 }
 
 /// Waits until a line generated after `since_ns` arrives; returns when, relative to `from`.
-fn resumed_after(observed: &Mutex<Observed>, since_ns: u128, from: Instant, timeout: Duration) -> Option<Duration> {
+fn resumed_after(
+    observed: &Mutex<Observed>,
+    since_ns: u128,
+    from: Instant,
+    timeout: Duration,
+) -> Option<Duration> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         {
@@ -67,8 +75,15 @@ struct Row {
 pub fn run() {
     let home = Home::new("roam-bench");
     let node = NodeProcess::start(&home, free_port(), "");
-    home.cmdop(&["session", "create", "local", "--name", "ticker"]).ok();
-    home.cmdop(&["session", "send", "ticker", r"stty -echo; while :; do echo tick-$(date +%s%N); sleep 0.003; done\n"]).ok();
+    home.cmdop(&["session", "create", "local", "--name", "ticker"])
+        .ok();
+    home.cmdop(&[
+        "session",
+        "send",
+        "ticker",
+        r"stty -echo; while :; do echo tick-$(date +%s%N); sleep 0.003; done\n",
+    ])
+    .ok();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut rows = Vec::new();
     for delay in [Duration::ZERO, Duration::from_millis(50)] {
@@ -79,7 +94,13 @@ pub fn run() {
     println!();
     println!(
         "{:>10} {:>9} {:>12} {:>15} {:>13} {:>16} {:>16}",
-        "one-way", "rtt", "steady", "client rebind", "NAT rebind", "after blackout", "missed/re-sent"
+        "one-way",
+        "rtt",
+        "steady",
+        "client rebind",
+        "NAT rebind",
+        "after blackout",
+        "missed/re-sent"
     );
     for row in &rows {
         println!(
@@ -94,7 +115,9 @@ pub fn run() {
         );
     }
     println!();
-    println!("steady: from a line's generation to its arrival with no event (the floor of every figure)");
+    println!(
+        "steady: from a line's generation to its arrival with no event (the floor of every figure)"
+    );
     for row in &rows {
         let rtt = row.rtt.max(row.delay * 2);
         println!(
@@ -123,23 +146,48 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-fn measure(runtime: &tokio::runtime::Runtime, home: &Home, node: &NodeProcess, delay: Duration) -> Row {
-    let mut config = NetsimConfig::new("127.0.0.1:0".parse().unwrap(), node.addr().parse().unwrap());
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    home: &Home,
+    node: &NodeProcess,
+    delay: Duration,
+) -> Row {
+    let mut config =
+        NetsimConfig::new("127.0.0.1:0".parse().unwrap(), node.addr().parse().unwrap());
     config.seed = 1;
     let netsim = runtime
-        .block_on(Netsim::start(config.with_impairments(Impairments { delay, ..Impairments::default() })))
+        .block_on(Netsim::start(config.with_impairments(Impairments {
+            delay,
+            ..Impairments::default()
+        })))
         .unwrap();
     let identity = Arc::new(cmdop_certs::Identity::load_or_create(&home.path, "client").unwrap());
     // The endpoint needs the runtime to exist.
     let dialer = runtime.block_on(async {
-        Arc::new(Dialer::new(identity, home.path.join("known_nodes_bench"), Duration::from_secs(5)).unwrap())
+        Arc::new(
+            Dialer::new(
+                identity,
+                home.path.join("known_nodes_bench"),
+                Duration::from_secs(5),
+            )
+            .unwrap(),
+        )
     });
-    let target = Target { name: "via".into(), addr: netsim.listen_addr().to_string() };
+    let target = Target {
+        name: "via".into(),
+        addr: netsim.listen_addr().to_string(),
+    };
     let observed = Arc::new(Mutex::new(Observed::default()));
     let (handle, rtt, stats) = runtime.block_on(async {
         let mut client = dialer.connect(&target, None).await.unwrap();
-        let Reply::Sessions(sessions) = client.request(&Request::List).await.unwrap() else { panic!("list") };
-        let session = sessions.iter().find(|s| s.name.as_deref() == Some("ticker")).unwrap().id;
+        let Reply::Sessions(sessions) = client.request(&Request::List).await.unwrap() else {
+            panic!("list")
+        };
+        let session = sessions
+            .iter()
+            .find(|s| s.name.as_deref() == Some("ticker"))
+            .unwrap()
+            .id;
         let rtt = client.connection.rtt();
         let spec = AttachSpec {
             session,
@@ -148,7 +196,9 @@ fn measure(runtime: &tokio::runtime::Runtime, home: &Home, node: &NodeProcess, d
             scrollback_bytes: 0,
             size: WinSize::default(),
         };
-        let mut attachment = Attachment::open(dialer.clone(), client, spec).await.unwrap();
+        let mut attachment = Attachment::open(dialer.clone(), client, spec)
+            .await
+            .unwrap();
         let handle = attachment.handle();
         let sink = observed.clone();
         let (stats_tx, stats) = tokio::sync::watch::channel(attachment.stats());
@@ -162,15 +212,25 @@ fn measure(runtime: &tokio::runtime::Runtime, home: &Home, node: &NodeProcess, d
                             line.push(b);
                             if b == b'\n' {
                                 let text = String::from_utf8_lossy(&line);
-                                if let Some(ns) = text.trim().strip_prefix("tick-").and_then(|n| n.parse().ok()) {
-                                    sink.lock().unwrap().arrivals.push(Arrival { at, generated_ns: ns, bytes: line.len() });
+                                if let Some(ns) = text
+                                    .trim()
+                                    .strip_prefix("tick-")
+                                    .and_then(|n| n.parse().ok())
+                                {
+                                    sink.lock().unwrap().arrivals.push(Arrival {
+                                        at,
+                                        generated_ns: ns,
+                                        bytes: line.len(),
+                                    });
                                 }
                                 line.clear();
                             }
                         }
                         let _ = stats_tx.send(attachment.stats());
                     }
-                    Event::Link(LinkState::Up) => sink.lock().unwrap().reconnected_at.push(Instant::now()),
+                    Event::Link(LinkState::Up) => {
+                        sink.lock().unwrap().reconnected_at.push(Instant::now())
+                    }
                     Event::End(end) => {
                         if end != cmdop_node::attachment::End::Detached {
                             eprintln!("the attachment ended early: {end:?}");
@@ -229,7 +289,10 @@ fn measure(runtime: &tokio::runtime::Runtime, home: &Home, node: &NodeProcess, d
             .sum()
     };
     let after = stats.borrow().clone();
-    assert!(after.output_bytes > shown_before, "nothing shown after the blackout");
+    assert!(
+        after.output_bytes > shown_before,
+        "nothing shown after the blackout"
+    );
     // Re-sent: what the node sent again for the outage, counting anything the client had to
     // drop as already shown.
     let resent = missed + (after.duplicate_bytes - before.duplicate_bytes);

@@ -1,0 +1,210 @@
+//! The scale benchmark: 1,000 idle sessions on one node. Prints the node's memory per session
+//! beyond the scrollback actually held, its CPU and wake-ups while idle, and the time to list
+//! them all; and the same for a tmux server with 1,000 sessions when tmux is installed.
+
+use cmdop_e2e::{free_port, Home, NodeProcess};
+use cmdop_node::client::{Dialer, Target};
+use cmdop_node::proto::{CreateSession, Reply, Request};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SESSIONS: usize = 1000;
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds and context switches (every wake-up is one) of all of a process's threads.
+fn cpu_and_wakeups(pid: u32) -> (f64, u64) {
+    let mut wakeups = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            for line in status.lines() {
+                if line.starts_with("voluntary_ctxt_switches")
+                    || line.starts_with("nonvoluntary_ctxt_switches")
+                {
+                    wakeups += line
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+        }
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks as f64 / hz, wakeups)
+}
+
+struct Figures {
+    name: &'static str,
+    kib_per_session: f64,
+    idle_cpu_ms: f64,
+    idle_wakeups_per_s: f64,
+    list_ms: f64,
+}
+
+pub fn run() {
+    let mut rows = vec![cmdop_figures()];
+    if Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("measuring tmux with {SESSIONS} sessions...");
+        rows.push(tmux_figures());
+    } else {
+        eprintln!("tmux: not measured (not installed)");
+    }
+    println!();
+    println!(
+        "{:<8} {:>18} {:>22} {:>20} {:>16}",
+        "", "KiB per session", "idle CPU (ms per 10 s)", "idle wake-ups/s", "list all (ms)"
+    );
+    for f in &rows {
+        println!(
+            "{:<8} {:>18.1} {:>22.1} {:>20.1} {:>16.1}",
+            f.name, f.kib_per_session, f.idle_cpu_ms, f.idle_wakeups_per_s, f.list_ms
+        );
+    }
+    if let [cmdop, tmux] = &rows[..] {
+        println!(
+            "cmdop vs tmux: memory per session {:.2}x, list {:.2}x",
+            cmdop.kib_per_session / tmux.kib_per_session,
+            cmdop.list_ms / tmux.list_ms
+        );
+    }
+}
+
+fn cmdop_figures() -> Figures {
+    let home = Home::new("scale");
+    let node = NodeProcess::start(
+        &home,
+        free_port(),
+        &format!("max_sessions: {}", SESSIONS + 10),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let identity = Arc::new(cmdop_certs::Identity::load_or_create(&home.path, "client").unwrap());
+    let pid = node.pid();
+    eprintln!("creating {SESSIONS} cmdop sessions...");
+    let (base_kib, after_kib, ring_bytes, idle, list_ms) = runtime.block_on(async {
+        let dialer = Dialer::new(
+            identity,
+            home.path.join("known_nodes"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let target = Target {
+            name: "local".into(),
+            addr: node.addr(),
+        };
+        let mut client = dialer.connect(&target, None).await.unwrap();
+        // Warm up: one session, so the baseline includes the runtime and one connection.
+        let _ = client
+            .request(&Request::Create(CreateSession::default()))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let base = rss_kib(pid);
+        for _ in 1..SESSIONS {
+            let reply = client
+                .request(&Request::Create(CreateSession::default()))
+                .await
+                .unwrap();
+            assert!(matches!(reply, Reply::Session(_)), "{reply:?}");
+        }
+        // Let every shell print its prompt and settle.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let started = Instant::now();
+        let Reply::Sessions(list) = client.request(&Request::List).await.unwrap() else {
+            panic!("list")
+        };
+        let list_ms = started.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(list.len(), SESSIONS);
+        let ring: u64 = list.iter().map(|s| s.output_bytes).sum();
+        let after = rss_kib(pid);
+        client.close().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = cpu_and_wakeups(pid);
+        tokio::time::sleep(IDLE_WINDOW).await;
+        let after_idle = cpu_and_wakeups(pid);
+        (
+            base,
+            after,
+            ring,
+            (after_idle.0 - before.0, after_idle.1 - before.1),
+            list_ms,
+        )
+    });
+    let cli_started = Instant::now();
+    let out = home.cmdop(&["session", "list", "--json"]).ok();
+    let cli_ms = cli_started.elapsed().as_secs_f64() * 1000.0;
+    assert!(out.matches("\"id\"").count() >= SESSIONS);
+    println!(
+        "cmdop: node RSS {base_kib} KiB -> {after_kib} KiB for {SESSIONS} sessions holding {ring_bytes} bytes of scrollback; List request {list_ms:.1} ms, 'cmdop session list --json' {cli_ms:.1} ms"
+    );
+    let per_session = (after_kib.saturating_sub(base_kib) as f64 - ring_bytes as f64 / 1024.0)
+        / (SESSIONS - 1) as f64;
+    Figures {
+        name: "cmdop",
+        kib_per_session: per_session,
+        idle_cpu_ms: idle.0 * 1000.0,
+        idle_wakeups_per_s: idle.1 as f64 / IDLE_WINDOW.as_secs_f64(),
+        list_ms: cli_ms,
+    }
+}
+
+fn tmux_figures() -> Figures {
+    let socket = format!("cmdop-bench-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .env("SHELL", "/bin/sh")
+            .output()
+            .unwrap()
+    };
+    tmux(&["new-session", "-d", "-s", "s0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let pid: u32 = String::from_utf8_lossy(&tmux(&["display-message", "-p", "#{pid}"]).stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let base = rss_kib(pid);
+    for i in 1..SESSIONS {
+        tmux(&["new-session", "-d", "-s", &format!("s{i}")]);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let after = rss_kib(pid);
+    let started = Instant::now();
+    let out = tmux(&["list-sessions"]);
+    let list_ms = started.elapsed().as_secs_f64() * 1000.0;
+    assert!(String::from_utf8_lossy(&out.stdout).lines().count() >= SESSIONS);
+    let before = cpu_and_wakeups(pid);
+    std::thread::sleep(IDLE_WINDOW);
+    let idle = cpu_and_wakeups(pid);
+    tmux(&["kill-server"]);
+    println!("tmux: server RSS {base} KiB -> {after} KiB for {SESSIONS} sessions; 'tmux list-sessions' {list_ms:.1} ms");
+    Figures {
+        name: "tmux",
+        kib_per_session: after.saturating_sub(base) as f64 / (SESSIONS - 1) as f64,
+        idle_cpu_ms: (idle.0 - before.0) * 1000.0,
+        idle_wakeups_per_s: (idle.1 - before.1) as f64 / IDLE_WINDOW.as_secs_f64(),
+        list_ms,
+    }
+}
