@@ -10,6 +10,7 @@
 //! CBOR byte strings. Enum variants are tagged by name, which is part of the protocol: renaming
 //! one is a protocol change and needs a new [`PROTOCOL_VERSION`].
 
+pub use crate::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -135,6 +136,41 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// A snapshot of a session: metadata and the last `lines` lines of scrollback (all of the
+    /// ringbuffer when absent).
+    Snapshot {
+        /// The session.
+        session: Uuid,
+        /// Lines of scrollback.
+        lines: Option<u32>,
+    },
+    /// Create a session from a snapshot: its scrollback first, then a marker line, then a new
+    /// shell in the snapshot's working directory. The only request a migration ticket allows.
+    Restore {
+        /// What to restore.
+        snapshot: Snapshot,
+        /// A name to use instead of the snapshot's.
+        name: Option<String>,
+    },
+    /// Issue a one-time, short-lived ticket that lets another node restore one session here.
+    MigrationTicket,
+    /// Move a session to another node: this node dials it with its own key, presents the
+    /// ticket, checks the node's key, restores the session there and, once it confirms,
+    /// destroys it here.
+    Migrate {
+        /// The session (on this node).
+        session: Uuid,
+        /// The target's name, as the client knows it (for messages).
+        to_name: String,
+        /// The target's address, as the client reaches it.
+        to_addr: String,
+        /// The target's key fingerprint, as the client pinned it.
+        to_fingerprint: String,
+        /// The ticket the target issued.
+        ticket: String,
+        /// A name to use on the target instead of the session's.
+        name: Option<String>,
+    },
 }
 
 /// The node's answer to a [`Request`].
@@ -156,6 +192,29 @@ pub enum Reply {
     Destroyed(Vec<Uuid>),
     /// Done, nothing to report (after Send).
     Done,
+    /// A session's snapshot (after Snapshot).
+    Snapshot(Snapshot),
+    /// The session created from a snapshot (after Restore).
+    Restored {
+        /// The new session.
+        session: SessionInfo,
+        /// Oldest scrollback bytes dropped because the ringbuffer is smaller than the snapshot.
+        dropped: u64,
+    },
+    /// A migration ticket (after MigrationTicket).
+    Ticket {
+        /// The one-time token.
+        token: String,
+        /// When it expires, Unix milliseconds.
+        expires_ms: u64,
+    },
+    /// The session now on the target node; the source's copy is destroyed (after Migrate).
+    Migrated {
+        /// The session on the target.
+        session: SessionInfo,
+        /// Oldest scrollback bytes the target dropped (its ringbuffer is smaller).
+        dropped: u64,
+    },
     /// The request failed; the connection stays usable.
     Error(ErrorReply),
 }
@@ -362,6 +421,21 @@ mod tests {
         }
     }
 
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            name: Some("deploy".into()),
+            host: "vps".into(),
+            node_fingerprint: "SHA256:x".into(),
+            shell: "/bin/bash".into(),
+            cwd: "/srv".into(),
+            env: vec![("TERM".into(), "xterm".into())],
+            size: WinSize { rows: 3, cols: 4 },
+            created_ms: 1,
+            saved_at_ms: 2,
+            scrollback: vec![0xff, b'\n', 0],
+        }
+    }
+
     fn error() -> ErrorReply {
         ErrorReply {
             kind: ErrorKind::NotFound,
@@ -403,6 +477,23 @@ mod tests {
                 session: id,
                 data: b"ls\n".to_vec(),
             },
+            Request::Snapshot {
+                session: id,
+                lines: Some(10),
+            },
+            Request::Restore {
+                snapshot: snapshot(),
+                name: Some("renamed".into()),
+            },
+            Request::MigrationTicket,
+            Request::Migrate {
+                session: id,
+                to_name: "two".into(),
+                to_addr: "127.0.0.1:7443".into(),
+                to_fingerprint: "SHA256:x".into(),
+                ticket: "tok".into(),
+                name: None,
+            },
         ] {
             round_trip(request);
         }
@@ -416,6 +507,19 @@ mod tests {
             Reply::Destroyed(vec![id]),
             Reply::Done,
             Reply::Error(error()),
+            Reply::Snapshot(snapshot()),
+            Reply::Restored {
+                session: info(),
+                dropped: 3,
+            },
+            Reply::Ticket {
+                token: "tok".into(),
+                expires_ms: 9,
+            },
+            Reply::Migrated {
+                session: info(),
+                dropped: 0,
+            },
         ] {
             round_trip(reply);
         }

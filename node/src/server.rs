@@ -41,6 +41,10 @@ pub struct Node {
     pub local_client: Fingerprint,
     authorized: AuthorizedClients,
     invites: Invites,
+    /// One-time tickets that admit another node for one migration ([`crate::migrate`]).
+    pub(crate) migration_tickets: Invites,
+    /// State directory.
+    pub home: PathBuf,
     /// Host name reported to clients.
     pub host: String,
     /// Largest frame accepted.
@@ -65,6 +69,15 @@ pub struct NodeOptions {
     pub config: Config,
 }
 
+/// What an admitted connection may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// An authorized client: every request and attachments.
+    Client,
+    /// A node holding a migration ticket: one [`Request::Restore`], nothing else.
+    MigratingNode,
+}
+
 fn refuse(kind: ErrorKind, message: String) -> HelloReply {
     HelloReply::Refused(ErrorReply { kind, message })
 }
@@ -73,6 +86,9 @@ impl Node {
     /// Loads identities and binds the UDP socket.
     pub fn bind(options: NodeOptions, spawner: Arc<dyn PtySpawner>) -> anyhow::Result<Arc<Node>> {
         let identity = Identity::load_or_create(&options.home, NODE_IDENTITY)?;
+        let tickets_dir = options.home.join("migration-tickets");
+        cmdop_certs::files::ensure_private_dir(&tickets_dir)
+            .with_context(|| format!("cannot create {}", tickets_dir.display()))?;
         let local_client = Identity::load_or_create(&options.home, CLIENT_IDENTITY)?
             .fingerprint()
             .clone();
@@ -103,6 +119,8 @@ impl Node {
             local_client,
             authorized: AuthorizedClients::new(&options.home),
             invites: Invites::new(&options.home),
+            migration_tickets: Invites::new(&tickets_dir),
+            home: options.home,
             host,
             max_frame,
             endpoint,
@@ -131,7 +149,9 @@ impl Node {
                         let remote = incoming.remote_address();
                         match incoming.await {
                             Ok(connection) => node.serve_connection(connection, token).await,
-                            Err(e) => tracing::debug!(%remote, "handshake failed: {e}"),
+                            // Half-open handshakes time out by the thousand in a flood: keep those quiet.
+                            Err(quinn::ConnectionError::TimedOut) => tracing::debug!(%remote, "handshake timed out"),
+                            Err(e) => tracing::info!(%remote, "handshake failed: {e}"),
                         }
                     });
                 }
@@ -146,8 +166,42 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 
-    /// Decides whether `fingerprint` is served.
-    fn admit(&self, fingerprint: &Fingerprint, hello: &Hello) -> HelloReply {
+    /// Decides whether `fingerprint` is served, and for what.
+    fn admit(&self, fingerprint: &Fingerprint, hello: &Hello) -> (HelloReply, Admission) {
+        if hello.version != PROTOCOL_VERSION {
+            return (self.admit_client(fingerprint, hello), Admission::Client);
+        }
+        let revoked = self.authorized.is_revoked(fingerprint).unwrap_or(false);
+        if let (Some(ticket), false) = (&hello.invite, revoked) {
+            match self.migration_tickets.redeem(ticket, now_ms() / 1000) {
+                Ok(()) => {
+                    tracing::info!(node = %fingerprint, "node admitted for one migration");
+                    let welcome = HelloReply::Welcome {
+                        version: PROTOCOL_VERSION,
+                        host: self.host.clone(),
+                        invited: false,
+                    };
+                    return (welcome, Admission::MigratingNode);
+                }
+                Err(cmdop_certs::InviteError::Expired) => {
+                    let refusal = refuse(
+                        ErrorKind::Unauthorized,
+                        format!(
+                            "the migration ticket from {} has expired; run 'cmdop session migrate' again",
+                            self.host
+                        ),
+                    );
+                    return (refusal, Admission::Client);
+                }
+                // Not a migration ticket: perhaps an invite token.
+                Err(cmdop_certs::InviteError::Unknown) => {}
+            }
+        }
+        (self.admit_client(fingerprint, hello), Admission::Client)
+    }
+
+    /// Decides whether the client `fingerprint` is served.
+    fn admit_client(&self, fingerprint: &Fingerprint, hello: &Hello) -> HelloReply {
         if hello.version != PROTOCOL_VERSION {
             return refuse(
                 ErrorKind::VersionMismatch,
@@ -237,7 +291,7 @@ impl Node {
                 return;
             }
         };
-        let reply = self.admit(&fingerprint, &hello);
+        let (reply, admission) = self.admit(&fingerprint, &hello);
         let _ = send.send(&reply).await;
         if let HelloReply::Refused(refusal) = reply {
             tracing::info!("refused: {}", refusal.message);
@@ -253,12 +307,16 @@ impl Node {
         }
         tracing::debug!("client admitted");
         drop(_enter);
-        let attachments = tokio::spawn(crate::attach::accept_attachments(
-            self.clone(),
-            connection.clone(),
-            fingerprint.clone(),
-            shutdown.clone(),
-        ));
+        let attachments = match admission {
+            Admission::Client => Some(tokio::spawn(crate::attach::accept_attachments(
+                self.clone(),
+                connection.clone(),
+                fingerprint.clone(),
+                shutdown.clone(),
+            ))),
+            Admission::MigratingNode => None,
+        };
+        let mut restores_left = 1;
         loop {
             let request = tokio::select! {
                 biased;
@@ -273,13 +331,28 @@ impl Node {
                     break;
                 }
             };
-            let reply = self.handle(request).await;
+            let reply = match (admission, &request) {
+                (Admission::Client, _) => self.handle(request).await,
+                (Admission::MigratingNode, Request::Restore { .. }) if restores_left > 0 => {
+                    restores_left -= 1;
+                    self.handle(request).await
+                }
+                (Admission::MigratingNode, _) => Reply::Error(ErrorReply {
+                    kind: ErrorKind::Unauthorized,
+                    message: format!(
+                        "a migration ticket allows one restore on {} and nothing else",
+                        self.host
+                    ),
+                }),
+            };
             if send.send(&reply).await.is_err() {
                 break;
             }
         }
         // The control stream is done; attachments may continue on the connection.
-        let _ = attachments.await;
+        if let Some(attachments) = attachments {
+            let _ = attachments.await;
+        }
     }
 
     /// Answers one control request.
@@ -333,6 +406,30 @@ impl Node {
                 },
                 Err(e) => Err(e),
             },
+            Request::Snapshot { session, lines } => registry
+                .get(session)
+                .map(|s| Reply::Snapshot(crate::migrate::snapshot_of(self, &s, lines))),
+            Request::Restore { snapshot, name } => crate::migrate::restore(self, snapshot, name)
+                .map(|(session, dropped)| Reply::Restored { session, dropped }),
+            Request::MigrationTicket => crate::migrate::issue_ticket(self),
+            Request::Migrate {
+                session,
+                to_name,
+                to_addr,
+                to_fingerprint,
+                ticket,
+                name,
+            } => {
+                let request = crate::migrate::MigrateRequest {
+                    session,
+                    to_name,
+                    to_addr,
+                    to_fingerprint,
+                    ticket,
+                    name,
+                };
+                crate::migrate::migrate(self, request).await
+            }
         };
         result.unwrap_or_else(Reply::Error)
     }

@@ -1,4 +1,5 @@
-//! `cmdop session …`: create, list, show, attach, detach, send, destroy.
+//! `cmdop session …`: create, list, show, attach, detach, send, save, restore, migrate,
+//! destroy.
 
 use crate::context::Context;
 use crate::resolve::{find_session, list_hosts};
@@ -6,7 +7,9 @@ use crate::table::{ago, print_table, rfc3339, short_ids};
 use anyhow::{anyhow, bail};
 use clap::Subcommand;
 use cmdop_node::proto::{CreateSession, Reply, Request, SessionInfo, SessionState, WinSize};
+use cmdop_node::snapshot::Snapshot;
 use cmdop_node::units::HumanDuration;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +77,60 @@ pub enum Command {
         /// The text; "\n" presses Enter.
         text: String,
         /// Look only on this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Save a session's scrollback and metadata to a JSON file (processes are not saved).
+    ///
+    /// The file (mode 0600) holds the last N lines of scrollback, the name, working directory, environment,
+    /// window size, host and node key. Running processes are not saved: a restored session
+    /// starts a new shell.
+    Save {
+        /// Session id, unique id prefix, or name.
+        session: String,
+        /// The snapshot file to write.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Lines of scrollback to keep [default: client.save_lines in config.yaml].
+        #[arg(long, value_name = "N")]
+        lines: Option<u32>,
+        /// Look only on this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Create a session from a snapshot: old scrollback, then a new shell (processes do not move).
+    ///
+    /// The new session starts in the saved working directory with the saved size and
+    /// environment, under the saved name. Processes do not move: the shell is a new one, and
+    /// programs that ran in the saved session are not running in the restored one.
+    Restore {
+        /// The snapshot file ('cmdop session save' writes one).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The host to restore on [default: the host the snapshot was saved on].
+        #[arg(long)]
+        host: Option<String>,
+        /// A name instead of the saved one (e.g. when it is taken there).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Move a session's scrollback and metadata to another host (processes do not move).
+    ///
+    /// The original is destroyed once the target has it. The source node dials the target directly with its own key, checked against the key this
+    /// client pinned for the target; the target admits it with a one-time ticket this client
+    /// fetches. Scrollback, name, working directory, environment and size move. Processes do
+    /// not: the running shell and its programs end, and the target starts a new shell. On any
+    /// failure the session stays where it was.
+    Migrate {
+        /// Session id, unique id prefix, or name.
+        session: String,
+        /// The host to move it to.
+        #[arg(long, value_name = "HOST")]
+        to: String,
+        /// A name on the target instead of the current one.
+        #[arg(long)]
+        name: Option<String>,
+        /// Look for the session only on this host.
         #[arg(long)]
         host: Option<String>,
     },
@@ -255,6 +312,19 @@ pub async fn run(command: Command, context: &Context) -> anyhow::Result<ExitCode
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Save {
+            session,
+            to,
+            lines,
+            host,
+        } => save(context, &session, &to, lines, host).await,
+        Command::Restore { from, host, name } => restore(context, &from, host, name).await,
+        Command::Migrate {
+            session,
+            to,
+            name,
+            host,
+        } => migrate(context, &session, &to, name, host).await,
         Command::Destroy {
             session: None,
             idle,
@@ -452,6 +522,191 @@ async fn destroy_idle(
     }
     if destroyed == 0 {
         println!("no session has been idle for more than {idle}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn save(
+    context: &Context,
+    query: &str,
+    path: &Path,
+    lines: Option<u32>,
+    host: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let found = find_session(context, query, host.as_deref()).await?;
+    let mut client = context.connect(&found.target).await?;
+    let lines = lines.unwrap_or(context.config.client.save_lines);
+    let reply = client
+        .request(&Request::Snapshot {
+            session: found.session.id,
+            lines: Some(lines),
+        })
+        .await?;
+    client.close().await;
+    let snapshot = match reply {
+        Reply::Snapshot(snapshot) => snapshot,
+        Reply::Error(e) => bail!("{}", e.message),
+        other => bail!("unexpected reply from the node: {other:?}"),
+    };
+    cmdop_certs::files::write_atomic(path, snapshot.to_json().as_bytes(), 0o600).map_err(|e| {
+        anyhow!(
+            "cannot write the snapshot to {}: {e}; check that its directory exists and is writable",
+            path.display()
+        )
+    })?;
+    println!(
+        "saved session {}{} on {} to {}: {} of scrollback (last {lines} lines at most), cwd {}; processes are not saved",
+        found.session.id,
+        label(&found.session),
+        found.target.name,
+        path.display(),
+        cmdop_node::units::format_bytes(snapshot.scrollback.len() as u64),
+        snapshot.cwd
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The host a snapshot came from: the known host whose pinned key is the snapshot's node key.
+fn snapshot_host(context: &Context, snapshot: &Snapshot) -> Option<cmdop_node::client::Target> {
+    let known = cmdop_certs::KnownNodes::load(&context.home.join("known_nodes")).ok()?;
+    context.targets().into_iter().find(|target| {
+        known
+            .pin(&cmdop_node::client::with_default_port(&target.addr))
+            .is_some_and(|pin| pin.as_str() == snapshot.node_fingerprint)
+    })
+}
+
+async fn restore(
+    context: &Context,
+    path: &Path,
+    host: Option<String>,
+    name: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).map_err(|e| {
+        anyhow!("cannot read the snapshot {shown}: {e}; check the path given to --from")
+    })?;
+    let snapshot =
+        Snapshot::from_json(&bytes).map_err(|e| anyhow!("cannot restore from {shown}: {e}"))?;
+    let target = match host {
+        Some(host) => context.target(&host)?,
+        None => snapshot_host(context, &snapshot).ok_or_else(|| {
+            anyhow!(
+                "cannot restore from {shown}: it was saved on {} (key {}), which is none of this client's known hosts; choose one with --host",
+                snapshot.host,
+                snapshot.node_fingerprint
+            )
+        })?,
+    };
+    let total = snapshot.scrollback.len() as u64;
+    let mut client = context
+        .connect(&target)
+        .await
+        .map_err(|e| anyhow!("Cannot restore session: {e:#}"))?;
+    let reply = client.request(&Request::Restore { snapshot, name }).await?;
+    client.close().await;
+    let (info, dropped) = match reply {
+        Reply::Restored { session, dropped } => (session, dropped),
+        Reply::Error(e) => bail!("cannot restore from {shown}: {}", e.message),
+        other => bail!("unexpected reply from the node: {other:?}"),
+    };
+    println!(
+        "restored session {}{} on {} from {}, in {}; the shell is new (processes do not move)",
+        info.id,
+        label(&info),
+        target.name,
+        shown,
+        info.cwd
+    );
+    print_dropped(&target.name, total, dropped);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_dropped(host: &str, total: u64, dropped: u64) {
+    use cmdop_node::units::format_bytes;
+    if dropped > 0 {
+        eprintln!(
+            "cmdop: the snapshot's scrollback ({}) is larger than {host}'s ringbuffer: kept the newest {}, dropped the oldest {}",
+            format_bytes(total),
+            format_bytes(total.saturating_sub(dropped)),
+            format_bytes(dropped)
+        );
+    }
+}
+
+async fn migrate(
+    context: &Context,
+    query: &str,
+    to: &str,
+    name: Option<String>,
+    host: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let destination = context.target(to)?;
+    let found = find_session(context, query, host.as_deref()).await?;
+    let source = &found.target;
+    let same = |a: &str, b: &str| {
+        cmdop_node::client::with_default_port(a) == cmdop_node::client::with_default_port(b)
+    };
+    if source.name == destination.name || same(&source.addr, &destination.addr) {
+        bail!(
+            "session {}{} is already on {}; pick another host with --to",
+            found.session.id,
+            label(&found.session),
+            destination.name
+        );
+    }
+    // The ticket comes from the target over a connection whose key this client has checked
+    // against its pin; that key is what the source must find when it dials.
+    let mut target_client = context.connect(&destination).await.map_err(|e| {
+        anyhow!(
+            "Cannot migrate session: {e:#}; the session stays on {}",
+            source.name
+        )
+    })?;
+    let fingerprint = target_client.fingerprint.clone();
+    let ticket = match target_client.request(&Request::MigrationTicket).await? {
+        Reply::Ticket { token, .. } => token,
+        Reply::Error(e) => bail!(
+            "cannot get a migration ticket from {}: {}; the session stays on {}",
+            destination.name,
+            e.message,
+            source.name
+        ),
+        other => bail!("unexpected reply from the node: {other:?}"),
+    };
+    target_client.close().await;
+    let mut client = context.connect(source).await?;
+    let reply = client
+        .request(&Request::Migrate {
+            session: found.session.id,
+            to_name: destination.name.clone(),
+            to_addr: destination.addr.clone(),
+            to_fingerprint: fingerprint.to_string(),
+            ticket,
+            name,
+        })
+        .await?;
+    client.close().await;
+    let (info, dropped) = match reply {
+        Reply::Migrated { session, dropped } => (session, dropped),
+        Reply::Error(e) => bail!("{}", e.message),
+        other => bail!("unexpected reply from the node: {other:?}"),
+    };
+    println!(
+        "moved session {}{} from {} to {} as {}, in {}; scrollback, name, cwd, environment and size moved, processes did not (a new shell runs there)",
+        found.session.id,
+        label(&found.session),
+        source.name,
+        destination.name,
+        info.id,
+        info.cwd
+    );
+    if dropped > 0 {
+        eprintln!(
+            "cmdop: {}'s ringbuffer is smaller than the session's scrollback: kept the newest part, dropped the oldest {}",
+            destination.name,
+            cmdop_node::units::format_bytes(dropped)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

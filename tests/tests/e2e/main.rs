@@ -3,7 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod hardening;
 mod roaming;
 mod sessions;
+mod snapshot;
+mod soak;
 mod terminal;
 mod trust;

@@ -269,7 +269,7 @@ fn measure(
         std::thread::sleep(Duration::from_millis(300));
     }
     // A blackout past the 10 s idle timeout: the connection dies, the client reconnects.
-    let before = stats.borrow().clone();
+    let before = *stats.borrow();
     let shown_before = before.output_bytes;
     netsim.set_blackout(true);
     let dark_from = wall_ns();
@@ -288,7 +288,7 @@ fn measure(
             .map(|a| a.bytes as u64)
             .sum()
     };
-    let after = stats.borrow().clone();
+    let after = *stats.borrow();
     assert!(
         after.output_bytes > shown_before,
         "nothing shown after the blackout"

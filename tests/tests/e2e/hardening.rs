@@ -1,0 +1,277 @@
+//! Hostile and broken input: ways in that must fail, broken configs and keys, and a flood of
+//! garbage and half-open handshakes that must not disturb a working client.
+
+use cmdop_e2e::{bin, client_home, free_port, wait_until, Home, NodeProcess};
+use cmdop_node::client::{ClientError, Dialer, Target};
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn node_start_error(home: &Home, port: u16) -> String {
+    let out = Command::new(bin("cmdop-node"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("CMDOP_HOME", &home.path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "the node started anyway");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn node_refuses_to_start_with_a_key_others_can_read() {
+    let home = Home::new("exposed-key");
+    home.cmdop_node(&["id"]).ok();
+    let key = home.path.join("node.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let dir = std::fs::metadata(&home.path).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&dir) & 0o077,
+        0,
+        "home must be 0700"
+    );
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let err = node_start_error(&home, free_port());
+    assert!(
+        err.contains("readable by other users") && err.contains("chmod 600"),
+        "{err}"
+    );
+}
+
+#[test]
+fn broken_config_is_reported_with_file_line_and_expected_form() {
+    let home = Home::new("bad-config");
+    for (config, expect) in [
+        (
+            "node:\n  idle_ttl: soon\n",
+            vec!["config.yaml", "line 2", "24h"],
+        ),
+        (
+            "node:\n  colour: blue\n",
+            vec!["config.yaml", "unknown field `colour`", "line 2"],
+        ),
+        (
+            "node:\n  max_sessions: many\n",
+            vec!["config.yaml", "line 2", "invalid type"],
+        ),
+        ("node: [\n", vec!["config.yaml", "line"]),
+    ] {
+        home.write_config(config);
+        let err = node_start_error(&home, free_port());
+        for needle in expect {
+            assert!(err.contains(needle), "{config:?}: {err}");
+        }
+        // The client refuses the same file, with the same words.
+        let client_err = home.cmdop(&["session", "list"]).fails();
+        assert!(client_err.contains("config.yaml"), "{client_err}");
+    }
+}
+
+fn dialer(home: &Home, runtime: &tokio::runtime::Runtime) -> Dialer {
+    let identity = Arc::new(cmdop_certs::Identity::load_or_create(&home.path, "client").unwrap());
+    runtime.block_on(async {
+        Dialer::new(
+            identity,
+            home.path.join("known_nodes"),
+            Duration::from_secs(3),
+        )
+        .unwrap()
+    })
+}
+
+#[test]
+fn another_alpn_or_protocol_version_is_refused_clearly() {
+    let home = Home::new("alpn");
+    let node = NodeProcess::start(&home, free_port(), "");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dialer = dialer(&home, &runtime);
+    let target = Target {
+        name: "local".into(),
+        addr: node.addr(),
+    };
+    let err = runtime
+        .block_on(dialer.connect_with_alpn(
+            &target,
+            None,
+            b"other/1",
+            cmdop_node::proto::PROTOCOL_VERSION,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("protocol"), "{err}");
+    let err = runtime
+        .block_on(dialer.connect_with_alpn(&target, None, cmdop_node::proto::ALPN, 99))
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Refused(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("protocol 1") && text.contains("99") && text.contains("upgrade"),
+        "{text}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || node
+            .log_text()
+            .contains("no application protocol")
+            || node.log_text().contains("handshake failed")),
+        "the node did not log the refused handshake:\n{}",
+        node.log_text()
+    );
+    // The node still serves a proper client.
+    home.cmdop(&["session", "list", "--host", "local"]).ok();
+}
+
+#[test]
+fn a_client_without_a_certificate_is_refused() {
+    let home = Home::new("no-cert");
+    let node = NodeProcess::start(&home, free_port(), "");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let result: Result<(), String> = runtime.block_on(async {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = cmdop_certs::verify::PinnedNodeVerifier::new(None, Default::default());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![cmdop_node::proto::ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let connecting = endpoint
+            .connect_with(
+                quinn::ClientConfig::new(Arc::new(crypto)),
+                node.addr().parse().unwrap(),
+                "cmdop-node",
+            )
+            .unwrap();
+        let connection = tokio::time::timeout(Duration::from_secs(5), connecting)
+            .await
+            .map_err(|_| "timeout".to_string())?
+            .map_err(|e| e.to_string())?;
+        // TLS 1.3 clients finish before the server checks their certificate: the refusal
+        // arrives as the connection closing.
+        let (mut send, _recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        let _ = send.write_all(b"\0\0\0\x01\x00").await;
+        let closed = tokio::time::timeout(Duration::from_secs(5), connection.closed())
+            .await
+            .map_err(|_| "not closed".to_string())?;
+        Err(closed.to_string())
+    });
+    let err = result.unwrap_err();
+    assert!(
+        err.contains("certificate") || err.contains("closed"),
+        "{err}"
+    );
+    home.cmdop(&["session", "list", "--host", "local"]).ok();
+}
+
+#[test]
+fn an_expired_invite_is_refused() {
+    let node_home = Home::new("invite-expired");
+    let node = NodeProcess::start(&node_home, free_port(), "");
+    let token = node_home
+        .cmdop_node(&["invite", "--valid", "1s"])
+        .ok()
+        .trim()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(2100));
+    let client = Home::new("invite-late");
+    client.write_config("client:\n  connect_timeout: 3s\n");
+    let err = client
+        .cmdop(&["host", "add", "box", &node.addr(), "--token", &token])
+        .fails();
+    assert!(err.contains("expired"), "{err}");
+    let _ = client_home;
+}
+
+/// Sends `count` half-open QUIC handshakes (a valid first flight, then silence) and `garbage`
+/// random datagrams to `addr`.
+fn flood(addr: std::net::SocketAddr, count: usize, garbage: usize) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let home = Home::new("flooder");
+    let identity = cmdop_certs::Identity::load_or_create(&home.path, "client").unwrap();
+    let config = cmdop_node::tls::client_config(
+        &identity,
+        None,
+        Default::default(),
+        cmdop_node::proto::ALPN,
+    )
+    .unwrap();
+    let mut endpoint = quinn_proto::Endpoint::new(
+        Arc::new(quinn_proto::EndpointConfig::default()),
+        None,
+        false,
+        None,
+    );
+    let mut buf = Vec::new();
+    for _ in 0..count {
+        let Ok((_, mut connection)) =
+            endpoint.connect(Instant::now(), config.clone(), addr, "cmdop-node")
+        else {
+            continue;
+        };
+        buf.clear();
+        if let Some(transmit) = connection.poll_transmit(Instant::now(), 1, &mut buf) {
+            let _ = socket.send_to(&buf[..transmit.size], addr);
+        }
+    }
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for n in 0..garbage {
+        let len = 1 + (n * 37) % 1400;
+        let datagram: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let _ = socket.send_to(&datagram, addr);
+    }
+}
+
+#[test]
+fn garbage_and_half_open_handshakes_do_not_disturb_a_working_client() {
+    let home = Home::new("flood");
+    let node = NodeProcess::start(&home, free_port(), "");
+    home.cmdop(&["session", "create", "local", "--name", "worker"])
+        .ok();
+    let addr: std::net::SocketAddr = node.addr().parse().unwrap();
+    let flooder = std::thread::spawn(move || {
+        for _ in 0..5 {
+            flood(addr, 200, 4000);
+        }
+    });
+    let started = Instant::now();
+    let mut round = 0;
+    while !flooder.is_finished() || round < 3 {
+        round += 1;
+        let marker = format!("echo-{round}-$((6*7))");
+        home.cmdop(&["session", "send", "worker", &format!("echo {marker}\\n")])
+            .ok();
+        let want = format!("echo-{round}-42");
+        assert!(
+            wait_until(Duration::from_secs(10), || home
+                .cmdop(&["session", "show", "worker", "--tail", "20"])
+                .ok()
+                .contains(&want)),
+            "echo {round} did not come back during the flood"
+        );
+        assert!(started.elapsed() < Duration::from_secs(90));
+    }
+    flooder.join().unwrap();
+    let shown = home
+        .cmdop(&["session", "show", "worker", "--tail", "200"])
+        .ok();
+    for r in 1..=round {
+        assert_eq!(shown.matches(&format!("echo-{r}-42")).count(), 1, "{shown}");
+    }
+    assert!(
+        node.log_text().lines().count() < 5000,
+        "the flood made the node log every packet"
+    );
+}
