@@ -114,6 +114,16 @@ impl Context {
         }
     }
 
+    /// Sends the close frames of every connection this invocation opened, so the nodes forget
+    /// them at once instead of after an idle timeout.
+    pub async fn finish(&self) {
+        if let Some(dialer) = self.dialer.get() {
+            let endpoint = dialer.endpoint();
+            endpoint.close(0u32.into(), b"done");
+            let _ = tokio::time::timeout(Duration::from_millis(250), endpoint.wait_idle()).await;
+        }
+    }
+
     /// Connects without starting anything, with a short timeout (for probes and listings).
     pub async fn probe(
         &self,

@@ -41,6 +41,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`cmdop session list | head`).
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -55,7 +60,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let context = context::Context::load()?;
-        match cli.command {
+        let result = match cli.command {
             Command::Connect(args) => cmd::connect::run(args, &context).await,
             Command::Session(command) => cmd::session::run(command, &context).await,
             Command::Host(command) => cmd::host::run(command, &context).await,
@@ -63,7 +68,9 @@ fn main() -> ExitCode {
                 println!("{}", context.identity()?.fingerprint());
                 Ok(ExitCode::SUCCESS)
             }
-        }
+        };
+        context.finish().await;
+        result
     });
     // Do not wait for background tasks (e.g. a stdin reader) to finish.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));

@@ -144,8 +144,13 @@ pub async fn find_session(
     }
     let unreachable: Vec<String> = offline
         .iter()
-        .filter(|(name, _)| host.is_some() || name != crate::context::LOCAL_HOST)
-        .map(|(name, _)| name.clone())
+        // No local node is no news; a local node that refused us is.
+        .filter(|(name, e)| {
+            host.is_some()
+                || name != crate::context::LOCAL_HOST
+                || !matches!(e, ClientError::Offline { .. })
+        })
+        .map(|(name, e)| format!("{name}: {e}"))
         .collect();
     if let (Some(name), Some((_, e))) = (host, offline.first()) {
         bail!("cannot look up '{query}' on {name}: {e}");
@@ -154,7 +159,7 @@ pub async fn find_session(
         bail!("no session matches '{query}'; list them with 'cmdop session list'")
     }
     bail!(
-        "no session matches '{query}' on the reachable hosts ({} offline); list them with 'cmdop session list'",
-        unreachable.join(", ")
+        "no session matches '{query}' on the reachable hosts; unreachable: {}",
+        unreachable.join("; ")
     )
 }

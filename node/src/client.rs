@@ -319,6 +319,13 @@ pub fn describe_close(name: &str, error: quinn::ConnectionError) -> ClientError 
                 }
             }
         }
+        quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == quinn_proto::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            ClientError::Refused(format!(
+                "{name} refused the connection: too many handshakes in progress (max_handshakes on the node); try again shortly"
+            ))
+        }
         quinn::ConnectionError::ConnectionClosed(close) if close.reason.is_empty() => {
             ClientError::Connection {
                 name: name.to_string(),

@@ -7,6 +7,11 @@
 //!   listen: 0.0.0.0:7443      # UDP address cmdop-node listens on
 //!   idle_ttl: 7d              # destroy sessions unattached and idle this long
 //!   ringbuffer: 4MiB          # scrollback kept per session
+//!   max_frame: 8MiB           # largest frame accepted from a peer
+//!   max_sessions: 1024        # sessions on this node
+//!   max_attachments: 32       # live attachments per session
+//!   max_connections_per_client: 16
+//!   max_handshakes: 64        # handshakes in progress (unauthenticated peers)
 //! client:
 //!   attach_scrollback: 64KiB  # scrollback replayed when attaching
 //!   save_lines: 10000         # default for 'cmdop session save --lines'
@@ -51,6 +56,10 @@ pub struct NodeConfig {
     pub max_sessions: usize,
     /// Most live attachments per session (viewers included).
     pub max_attachments: usize,
+    /// Most connections one client key may hold at once.
+    pub max_connections_per_client: usize,
+    /// Most handshakes in progress at once (unauthenticated peers).
+    pub max_handshakes: usize,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +71,8 @@ impl Default for NodeConfig {
             max_frame: ByteSize(DEFAULT_MAX_FRAME as u64),
             max_sessions: 1024,
             max_attachments: 32,
+            max_connections_per_client: 16,
+            max_handshakes: 64,
         }
     }
 }

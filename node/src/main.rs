@@ -99,7 +99,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let fingerprint = parse_fingerprint(&fingerprint)?;
             cmdop_certs::files::ensure_private_dir(&home)?;
             AuthorizedClients::new(&home).revoke(&fingerprint)?;
-            println!("revoked {fingerprint}; new connections with this key are refused");
+            match close_revoked_connections(&home, &fingerprint) {
+                Ok(closed) => println!("revoked {fingerprint}; new connections are refused and {closed} live connections were closed"),
+                Err(e) => println!("revoked {fingerprint}; new connections are refused (no running node was told to close live ones: {e})"),
+            }
             Ok(())
         }
         Command::Invite { valid } => {
@@ -117,6 +120,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Asks the node running from `home` to close the live connections of a revoked key.
+fn close_revoked_connections(
+    home: &std::path::Path,
+    fingerprint: &Fingerprint,
+) -> anyhow::Result<u32> {
+    use cmdop_node::client::{Dialer, Target};
+    use cmdop_node::proto::{Reply, Request};
+    let config = Config::load(home)?;
+    let port = config
+        .node
+        .listen
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .unwrap_or(cmdop_node::proto::DEFAULT_PORT);
+    let identity = Arc::new(Identity::load_or_create(
+        home,
+        cmdop_node::home::CLIENT_IDENTITY,
+    )?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let dialer = Dialer::new(
+            identity,
+            home.join("known_nodes"),
+            std::time::Duration::from_secs(2),
+        )?;
+        let target = Target {
+            name: "this node".into(),
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let mut client = dialer.connect(&target, None).await?;
+        let reply = client
+            .request(&Request::Revoke {
+                fingerprint: fingerprint.to_string(),
+            })
+            .await?;
+        client.close().await;
+        match reply {
+            Reply::Revoked { closed } => Ok(closed),
+            Reply::Error(e) => anyhow::bail!("{}", e.message),
+            other => anyhow::bail!("unexpected reply {other:?}"),
+        }
+    })
 }
 
 fn serve(home: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {

@@ -128,6 +128,12 @@ pub enum Request {
         /// Idle time in milliseconds.
         idle_ms: u64,
     },
+    /// Close every live connection of a revoked client key (after `cmdop-node revoke` wrote
+    /// the revocation). Only the node's own client identity may ask.
+    Revoke {
+        /// The revoked key.
+        fingerprint: String,
+    },
     /// Write bytes to a session's PTY, as if typed.
     Send {
         /// The session.
@@ -190,6 +196,11 @@ pub enum Reply {
     },
     /// The sessions destroyed (after Destroy, DestroyIdle).
     Destroyed(Vec<Uuid>),
+    /// Live connections closed (after Revoke).
+    Revoked {
+        /// How many.
+        closed: u32,
+    },
     /// Done, nothing to report (after Send).
     Done,
     /// A session's snapshot (after Snapshot).
@@ -465,6 +476,9 @@ mod tests {
                 env: vec![("A".into(), "B".into())],
             }),
             Request::List,
+            Request::Revoke {
+                fingerprint: "SHA256:x".into(),
+            },
             Request::Show {
                 session: id,
                 tail: Some(5),
@@ -506,6 +520,7 @@ mod tests {
             },
             Reply::Destroyed(vec![id]),
             Reply::Done,
+            Reply::Revoked { closed: 2 },
             Reply::Error(error()),
             Reply::Snapshot(snapshot()),
             Reply::Restored {

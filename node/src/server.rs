@@ -21,9 +21,11 @@ use crate::tls::{node_endpoint_config, peer_fingerprint, server_config};
 use crate::wire::{FramedRecv, FramedSend, RecvError};
 use anyhow::Context;
 use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +52,30 @@ pub struct Node {
     /// Largest frame accepted.
     pub max_frame: usize,
     endpoint: quinn::Endpoint,
+    /// Admitted connections, for per-client limits and for closing a revoked client's.
+    live: Mutex<HashMap<u64, (Fingerprint, quinn::Connection)>>,
+    next_connection: AtomicU64,
+}
+
+/// Removes an admitted connection from [`Node::live`] when its task ends.
+struct LiveGuard<'a> {
+    node: &'a Node,
+    id: u64,
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.node.live_connections().remove(&self.id);
+    }
+}
+
+/// Counts a handshake in progress for as long as it lives.
+struct HandshakeGuard(Arc<AtomicUsize>);
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -124,6 +150,8 @@ impl Node {
             host,
             max_frame,
             endpoint,
+            live: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
         }))
     }
 
@@ -137,16 +165,39 @@ impl Node {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
         tasks.spawn(self.registry.clone().run_reaper(shutdown.child_token()));
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let mut refused_handshakes = 0u64;
+        let mut last_refusal_log = None;
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
+                    // Unauthenticated peers cost state until their handshake ends: cap them, so a
+                    // flood of half-open handshakes cannot grow the node without bound.
+                    if handshakes.load(Ordering::Acquire) >= self.registry.config().max_handshakes {
+                        incoming.refuse();
+                        refused_handshakes += 1;
+                        // One line a second at most, however hard the flood.
+                        if last_refusal_log.is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(1)) {
+                            tracing::info!(refused = refused_handshakes, "refusing handshakes: max_handshakes in progress");
+                            refused_handshakes = 0;
+                            last_refusal_log = Some(std::time::Instant::now());
+                        }
+                        continue;
+                    }
+                    handshakes.fetch_add(1, Ordering::AcqRel);
+                    let handshake = HandshakeGuard(handshakes.clone());
                     let node = self.clone();
                     let token = shutdown.child_token();
                     tasks.spawn(async move {
                         let remote = incoming.remote_address();
+                        let incoming = async move {
+                            let result = incoming.await;
+                            drop(handshake);
+                            result
+                        };
                         match incoming.await {
                             Ok(connection) => node.serve_connection(connection, token).await,
                             // Half-open handshakes time out by the thousand in a flood: keep those quiet.
@@ -291,12 +342,31 @@ impl Node {
                 return;
             }
         };
-        let (reply, admission) = self.admit(&fingerprint, &hello);
+        let (mut reply, admission) = self.admit(&fingerprint, &hello);
+        let mut _live = None;
+        if let (HelloReply::Welcome { .. }, Admission::Client) = (&reply, admission) {
+            let max = self.registry.config().max_connections_per_client;
+            let mut live = self.live_connections();
+            if live.values().filter(|(fp, _)| *fp == fingerprint).count() >= max {
+                reply = refuse(
+                    ErrorKind::Limit,
+                    format!(
+                        "client {fingerprint} already holds {max} connections to {} (max_connections_per_client in its config.yaml); close some first",
+                        self.host
+                    ),
+                );
+            } else {
+                let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+                live.insert(id, (fingerprint.clone(), connection.clone()));
+                _live = Some(LiveGuard { node: &self, id });
+            }
+        }
         let _ = send.send(&reply).await;
         if let HelloReply::Refused(refusal) = reply {
             tracing::info!("refused: {}", refusal.message);
             let code = match refusal.kind {
                 ErrorKind::VersionMismatch => close_code::VERSION_MISMATCH,
+                ErrorKind::Limit => close_code::LIMIT,
                 _ => close_code::UNAUTHORIZED,
             };
             send.finish();
@@ -332,6 +402,12 @@ impl Node {
                 }
             };
             let reply = match (admission, &request) {
+                (
+                    Admission::Client,
+                    Request::Revoke {
+                        fingerprint: revoked,
+                    },
+                ) => self.close_revoked(&fingerprint, revoked),
                 (Admission::Client, _) => self.handle(request).await,
                 (Admission::MigratingNode, Request::Restore { .. }) if restores_left > 0 => {
                     restores_left -= 1;
@@ -353,6 +429,51 @@ impl Node {
         if let Some(attachments) = attachments {
             let _ = attachments.await;
         }
+    }
+
+    fn live_connections(&self) -> MutexGuard<'_, HashMap<u64, (Fingerprint, quinn::Connection)>> {
+        // No code panics while holding this lock.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes every live connection of a revoked key, if `requester` is the node's own client.
+    fn close_revoked(&self, requester: &Fingerprint, revoked: &str) -> Reply {
+        let refused = |message: String| {
+            Reply::Error(ErrorReply {
+                kind: ErrorKind::Unauthorized,
+                message,
+            })
+        };
+        if *requester != self.local_client {
+            return refused(format!(
+                "only the client identity in {}'s own CMDOP_HOME may revoke keys",
+                self.host
+            ));
+        }
+        let Ok(revoked) = revoked.parse::<Fingerprint>() else {
+            return Reply::Error(ErrorReply {
+                kind: ErrorKind::BadRequest,
+                message: format!("'{revoked}' is not a fingerprint"),
+            });
+        };
+        if !self.authorized.is_revoked(&revoked).unwrap_or(false) {
+            return refused(format!(
+                "{revoked} is not revoked on {}; run 'cmdop-node revoke {revoked}' there",
+                self.host
+            ));
+        }
+        let mut closed = 0;
+        for (fingerprint, connection) in self.live_connections().values() {
+            if *fingerprint == revoked {
+                connection.close(
+                    close_code::UNAUTHORIZED.into(),
+                    b"this client key was revoked on the node",
+                );
+                closed += 1;
+            }
+        }
+        tracing::info!(%revoked, closed, "closed the connections of a revoked key");
+        Reply::Revoked { closed }
     }
 
     /// Answers one control request.
@@ -396,6 +517,11 @@ impl Node {
             Request::DestroyIdle { idle_ms } => Ok(Reply::Destroyed(
                 registry.destroy_idle(Duration::from_millis(idle_ms), now_ms()),
             )),
+            // Answered in `serve_connection`, which knows who asks.
+            Request::Revoke { .. } => Err(ErrorReply {
+                kind: ErrorKind::Unauthorized,
+                message: "revocations are only taken from the node's own client identity".into(),
+            }),
             Request::Send { session, data } => match registry.get(session) {
                 Ok(s) => match s.write_input(data).await {
                     Ok(()) => Ok(Reply::Done),

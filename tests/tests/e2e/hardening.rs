@@ -238,8 +238,15 @@ fn flood(addr: std::net::SocketAddr, count: usize, garbage: usize) {
 fn garbage_and_half_open_handshakes_do_not_disturb_a_working_client() {
     let home = Home::new("flood");
     let node = NodeProcess::start(&home, free_port(), "");
-    home.cmdop(&["session", "create", "local", "--name", "worker"])
-        .ok();
+    // A person at a live terminal, connected before the flood starts.
+    let mut term = cmdop_e2e::pty::Terminal::spawn(
+        &bin("cmdop"),
+        &["connect", "local", "--name", "worker"],
+        &home.path,
+        30,
+        100,
+    );
+    term.expect("# ", Duration::from_secs(10));
     let addr: std::net::SocketAddr = node.addr().parse().unwrap();
     let flooder = std::thread::spawn(move || {
         for _ in 0..5 {
@@ -250,28 +257,154 @@ fn garbage_and_half_open_handshakes_do_not_disturb_a_working_client() {
     let mut round = 0;
     while !flooder.is_finished() || round < 3 {
         round += 1;
-        let marker = format!("echo-{round}-$((6*7))");
-        home.cmdop(&["session", "send", "worker", &format!("echo {marker}\\n")])
-            .ok();
-        let want = format!("echo-{round}-42");
-        assert!(
-            wait_until(Duration::from_secs(10), || home
-                .cmdop(&["session", "show", "worker", "--tail", "20"])
-                .ok()
-                .contains(&want)),
-            "echo {round} did not come back during the flood"
-        );
+        term.type_line(&format!("echo echo-{round}-$((6*7))"));
+        term.expect(&format!("echo-{round}-42"), Duration::from_secs(10));
         assert!(started.elapsed() < Duration::from_secs(90));
     }
     flooder.join().unwrap();
-    let shown = home
-        .cmdop(&["session", "show", "worker", "--tail", "200"])
-        .ok();
+    // Every echo came back exactly once (the typed line shows the unexpanded command).
+    let text = term.text();
     for r in 1..=round {
-        assert_eq!(shown.matches(&format!("echo-{r}-42")).count(), 1, "{shown}");
+        assert_eq!(text.matches(&format!("echo-{r}-42")).count(), 1, "{text}");
     }
+    term.type_bytes(b"\x04");
+    assert_eq!(term.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(
         node.log_text().lines().count() < 5000,
         "the flood made the node log every packet"
+    );
+}
+
+#[test]
+fn limits_are_enforced_with_errors_that_name_them() {
+    let home = Home::new("limits");
+    let node = NodeProcess::start(
+        &home,
+        free_port(),
+        "max_sessions: 2\nmax_attachments: 1\nmax_connections_per_client: 2",
+    );
+    home.cmdop(&["session", "create", "local", "--name", "a"])
+        .ok();
+    home.cmdop(&["session", "create", "local", "--name", "b"])
+        .ok();
+    let err = home
+        .cmdop(&["session", "create", "local", "--name", "c"])
+        .fails();
+    assert!(err.contains("max_sessions"), "{err}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dialer = Arc::new(dialer(&home, &runtime));
+    let target = Target {
+        name: "local".into(),
+        addr: node.addr(),
+    };
+    let session = sessions_json_id(&home, "a");
+    runtime.block_on(async {
+        use cmdop_node::attachment::{AttachSpec, Attachment};
+        use cmdop_node::proto::{AttachMode, WinSize};
+        let spec = AttachSpec {
+            session,
+            mode: AttachMode::ReadOnly,
+            takeover: false,
+            scrollback_bytes: 0,
+            size: WinSize::default(),
+        };
+        let first = dialer.connect(&target, None).await.unwrap();
+        let _viewer = Attachment::open(dialer.clone(), first, spec).await.unwrap();
+        let second = dialer.connect(&target, None).await.unwrap();
+        let err = Attachment::open(dialer.clone(), second, spec)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("max_attachments"), "{err}");
+        // The viewer's connection and one more are held; a third is refused.
+        let _held = dialer.connect(&target, None).await.unwrap();
+        let err = dialer.connect(&target, None).await.unwrap_err();
+        assert!(matches!(err, ClientError::Refused(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("max_connections_per_client"),
+            "{err}"
+        );
+        // Another client is not affected.
+        let other = Home::new("limits-other");
+        let fp = other.cmdop(&["id"]).ok();
+        home.cmdop_node(&["authorize", fp.trim()]).ok();
+        let other_dialer = Dialer::new(
+            Arc::new(cmdop_certs::Identity::load_or_create(&other.path, "client").unwrap()),
+            other.path.join("known_nodes"),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        other_dialer.connect(&target, None).await.unwrap();
+    });
+}
+
+fn sessions_json_id(home: &Home, name: &str) -> uuid::Uuid {
+    let list = cmdop_e2e::sessions_json(&home.cmdop(&["session", "list", "--json"]).ok());
+    let id = list.iter().find(|s| s["name"] == name).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    id.parse().unwrap()
+}
+
+#[test]
+fn revoke_closes_the_live_connections_of_that_key() {
+    let node_home = Home::new("revoke-node");
+    let node = NodeProcess::start(&node_home, free_port(), "");
+    let client = Home::new("revoke-client");
+    let fingerprint = client.cmdop(&["id"]).ok().trim().to_string();
+    node_home.cmdop_node(&["authorize", &fingerprint]).ok();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dialer = dialer(&client, &runtime);
+    let target = Target {
+        name: "box".into(),
+        addr: node.addr(),
+    };
+    let live = runtime.block_on(dialer.connect(&target, None)).unwrap();
+    let out = node_home.cmdop_node(&["revoke", &fingerprint]).ok();
+    assert!(out.contains("1 live connections were closed"), "{out}");
+    let closed = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), live.closed()).await })
+        .unwrap();
+    assert!(closed.to_string().contains("revoked"), "{closed}");
+    let err = runtime.block_on(dialer.connect(&target, None)).unwrap_err();
+    assert!(err.to_string().contains(&fingerprint), "{err}");
+}
+
+#[test]
+fn handshakes_beyond_the_limit_are_refused_and_the_node_recovers() {
+    let home = Home::new("handshakes");
+    let node = NodeProcess::start(&home, free_port(), "max_handshakes: 8");
+    home.cmdop(&["session", "create", "local", "--name", "steady"])
+        .ok();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dialer = dialer(&home, &runtime);
+    let target = Target {
+        name: "local".into(),
+        addr: node.addr(),
+    };
+    let mut established = runtime.block_on(dialer.connect(&target, None)).unwrap();
+    flood(node.addr().parse().unwrap(), 200, 0);
+    assert!(
+        wait_until(Duration::from_secs(5), || node
+            .log_text()
+            .contains("refusing handshakes")),
+        "{}",
+        node.log_text()
+    );
+    // The established connection is not affected.
+    let reply = runtime
+        .block_on(established.request(&cmdop_node::proto::Request::List))
+        .unwrap();
+    assert!(
+        matches!(reply, cmdop_node::proto::Reply::Sessions(ref s) if s.len() == 1),
+        "{reply:?}"
+    );
+    // Once the half-open handshakes time out, new clients get in again.
+    assert!(
+        wait_until(Duration::from_secs(30), || runtime
+            .block_on(dialer.connect(&target, None))
+            .is_ok()),
+        "the node never accepted new clients again"
     );
 }
