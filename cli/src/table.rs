@@ -1,6 +1,6 @@
 //! Human output: aligned tables and short relative times.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Prints rows as a left-aligned table with a header.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
@@ -44,7 +44,7 @@ pub fn ago(unix_ms: u64) -> String {
 
 /// RFC 3339 time (UTC, seconds).
 pub fn rfc3339(unix_ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
+    cmdop_node::units::rfc3339_seconds(unix_ms)
 }
 
 /// The shortest prefix of each id (at least 13 characters: through the millisecond timestamp)

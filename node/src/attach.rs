@@ -151,7 +151,7 @@ async fn attach(
                         session.id,
                         holder.fingerprint,
                         holder.addr,
-                        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(holder.since_ms))
+                        crate::units::rfc3339_seconds(holder.since_ms)
                     ),
                 )),
                 None => None,

@@ -100,8 +100,18 @@ impl FrameDecoder {
         }
         let pending = &self.buffer[self.consumed..];
         let len = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
-        let body = &pending[HEADER_LEN..HEADER_LEN + len];
-        let message = ciborium::from_reader(body).map_err(|e| FrameError::Malformed(e.to_string()));
+        let mut body = &pending[HEADER_LEN..HEADER_LEN + len];
+        // ciborium stops at the end of the message; the rest of the body must be empty. Bytes
+        // after the message mean the frame is not one message as the sender encoded it, so the
+        // frame is refused rather than half read (found by the property tests in frame_props.rs).
+        let message = ciborium::from_reader(&mut body)
+            .map_err(|e| FrameError::Malformed(e.to_string()))
+            .and_then(|message| match body.len() {
+                0 => Ok(message),
+                extra => Err(FrameError::Malformed(format!(
+                    "{extra} bytes after the message"
+                ))),
+            });
         self.consumed += HEADER_LEN + len;
         if self.consumed > 64 * 1024 && self.consumed * 2 > self.buffer.len() {
             self.buffer.drain(..self.consumed);
@@ -175,4 +185,33 @@ mod tests {
             Err(FrameError::Malformed(_))
         ));
     }
+
+    /// Regression (property tests): a length prefix that covers bytes after the message was
+    /// accepted, the extra bytes silently dropped.
+    #[test]
+    fn bytes_after_the_message_are_malformed() {
+        let hello = crate::proto::Hello {
+            version: 0,
+            invite: None,
+        };
+        let mut wire = encode_to_vec(&hello).unwrap();
+        wire.push(9);
+        let len = (wire.len() - HEADER_LEN) as u32;
+        wire[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+        encode(&hello, &mut wire).unwrap();
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        decoder.push(&wire);
+        assert_eq!(
+            decoder.next_frame::<crate::proto::Hello>(),
+            Err(FrameError::Malformed("1 bytes after the message".into()))
+        );
+        // The bad frame is skipped whole: the next one decodes.
+        assert_eq!(decoder.next_frame(), Ok(Some(hello)));
+    }
 }
+
+// Property tests, in their own file; a child of this module so that they can check the size of
+// the decoder's buffer.
+#[cfg(test)]
+#[path = "frame_props.rs"]
+mod props;

@@ -122,6 +122,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Secrets live in `home`: create it 0700, and take group and other access away if an existing
+/// one has it.
+fn tighten_home(home: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    cmdop_certs::files::ensure_private_dir(home)?;
+    let mode = std::fs::metadata(home)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(home = %home.display(), "state directory was open to other users; setting it to 0700");
+        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)).with_context(
+            || {
+                format!(
+                    "cannot make {} private (chmod 700 it and start again)",
+                    home.display()
+                )
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Asks the node running from `home` to close the live connections of a revoked key.
 fn close_revoked_connections(
     home: &std::path::Path,
@@ -177,6 +197,7 @@ fn serve(home: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
         .with_writer(std::io::stderr)
         .init();
     let config = Config::load(&home)?;
+    tighten_home(&home)?;
     let listen = match listen {
         Some(listen) => listen,
         None => config.node.listen.parse().with_context(|| {

@@ -81,8 +81,10 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// How much the reader thread reads at once.
-const READ_CHUNK: usize = 64 * 1024;
+/// How much the reader thread reads at once. A PTY hands out at most a few KiB per read, and
+/// this buffer lives as long as the session: keep it small (1,000 idle sessions should cost
+/// little).
+const READ_CHUNK: usize = 8 * 1024;
 
 impl Session {
     /// Starts a session around a spawned PTY; spawns its reader, writer and waiter threads.

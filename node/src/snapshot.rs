@@ -17,7 +17,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 /// The version of the JSON file form this code writes and reads.
 pub const FORMAT_VERSION: u64 = 1;
@@ -121,7 +121,7 @@ struct FileForm<'a> {
 
 /// RFC 3339 text for Unix milliseconds.
 pub fn rfc3339_ms(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    crate::units::rfc3339_millis(ms)
 }
 
 impl Snapshot {
@@ -357,7 +357,7 @@ pub fn fit_scrollback(scrollback: &[u8], room: usize) -> (&[u8], usize) {
 
 /// The line a restored session shows between the old scrollback and the new shell.
 pub fn restored_marker(host: &str, saved_at_ms: u64) -> Vec<u8> {
-    let at = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(saved_at_ms));
+    let at = crate::units::rfc3339_seconds(saved_at_ms);
     format!("\r\n[restored from {host} at {at}]\r\n").into_bytes()
 }
 

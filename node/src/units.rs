@@ -91,6 +91,24 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z). Times come from peers
+/// and files, so they are clamped here rather than trusted to be sane.
+const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
+
+fn clamped_time(unix_ms: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(unix_ms.min(LAST_RFC3339_MS))
+}
+
+/// RFC 3339 text (UTC, seconds) for Unix milliseconds; never fails.
+pub fn rfc3339_seconds(unix_ms: u64) -> String {
+    humantime::format_rfc3339_seconds(clamped_time(unix_ms)).to_string()
+}
+
+/// RFC 3339 text (UTC, milliseconds) for Unix milliseconds; never fails.
+pub fn rfc3339_millis(unix_ms: u64) -> String {
+    humantime::format_rfc3339_millis(clamped_time(unix_ms)).to_string()
+}
+
 /// Formats a byte count for people: `12.3 MiB`.
 pub fn format_bytes(bytes: u64) -> String {
     let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
@@ -162,5 +180,12 @@ mod tests {
         assert!("99999999999999GiB".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize(4 << 20).to_string(), "4MiB");
         assert_eq!(format_bytes(12_900_000), "12.3 MiB");
+    }
+
+    #[test]
+    fn times_far_in_the_future_are_clamped_not_panics() {
+        assert_eq!(rfc3339_seconds(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_seconds(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_millis(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -139,7 +139,12 @@ pub fn run(options: Options) -> ExitCode {
     let node = NodeProcess::start(
         &home,
         free_port(),
-        &format!("max_sessions: {}", options.sessions + 8),
+        // Every soak client shares one key: let it hold a connection per session and more.
+        &format!(
+            "max_sessions: {}\nmax_connections_per_client: {}",
+            options.sessions + 8,
+            2 * options.sessions + 8
+        ),
     );
     let emitter = std::env::current_exe()
         .unwrap()
