@@ -67,6 +67,11 @@ impl RingBuffer {
         self.end
     }
 
+    /// Bytes of memory the ring has allocated for its storage so far.
+    pub fn allocated(&self) -> usize {
+        self.storage.len()
+    }
+
     /// Bytes currently held.
     pub fn len(&self) -> usize {
         self.held
@@ -89,9 +94,10 @@ impl RingBuffer {
             self.end += skip as u64;
             bytes = &bytes[skip..];
         }
-        if self.storage.len() < self.capacity {
-            // Grow lazily so a mostly idle session costs only what it printed.
-            let want = (self.storage.len() + bytes.len()).max(self.storage.len() * 2);
+        let needed = self.held + bytes.len();
+        if self.storage.len() < self.capacity && needed > self.storage.len() {
+            // Grow lazily (doubling) so a session costs about what it printed, not its capacity.
+            let want = needed.max(self.storage.len() * 2);
             self.storage.resize(want.min(self.capacity), 0);
         }
         if self.storage.len() < self.capacity {
@@ -229,6 +235,17 @@ mod tests {
         assert_eq!(chunk.data, b"89abcdef");
         ring.push(b"XYZ");
         assert_eq!(ring.read_from(0, 100).unwrap().data, b"bcdefXYZ");
+    }
+
+    #[test]
+    fn storage_grows_with_what_was_printed_not_with_pushes() {
+        let mut ring = RingBuffer::new(4 << 20);
+        for _ in 0..1000 {
+            ring.push(b"0123456789abcdef");
+        }
+        assert_eq!(ring.len(), 16_000);
+        assert!(ring.allocated() <= 32_000, "allocated {} for 16000 bytes", ring.allocated());
+        assert_eq!(ring.read_from(0, 16).unwrap().data, b"0123456789abcdef");
     }
 
     #[test]
