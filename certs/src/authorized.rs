@@ -102,6 +102,9 @@ impl AuthorizedClients {
     }
 }
 
+/// Serializes reading and rewriting invite files within this process.
+static INVITES_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// One-time invite tokens.
 #[derive(Debug, Clone)]
 pub struct Invites {
@@ -155,6 +158,7 @@ impl Invites {
 
     /// Issues a new token valid until `expires_unix` and returns it.
     pub fn issue(&self, now_unix: u64, expires_unix: u64) -> io::Result<String> {
+        let _guard = INVITES_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         use base64::Engine;
         use rand::RngCore;
         let mut bytes = [0u8; 24];
@@ -172,6 +176,8 @@ impl Invites {
 
     /// Consumes `token` if it is valid at `now_unix`. A used or expired token is gone for good.
     pub fn redeem(&self, token: &str, now_unix: u64) -> Result<(), InviteError> {
+        // Two connections presenting one token at once must not both get in.
+        let _guard = INVITES_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let invites = self.read().map_err(|_| InviteError::Unknown)?;
         let found = invites
             .iter()
@@ -181,7 +187,10 @@ impl Invites {
             .into_iter()
             .filter(|(t, expires)| t != token && *expires > now_unix)
             .collect();
-        let _ = self.write(&remaining);
+        // A token that cannot be struck off must not stay usable: refuse it.
+        if self.write(&remaining).is_err() {
+            return Err(InviteError::Unknown);
+        }
         match found {
             None => Err(InviteError::Unknown),
             Some((_, expires)) if expires <= now_unix => Err(InviteError::Expired),

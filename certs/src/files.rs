@@ -24,16 +24,23 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    // A name no one can predict, opened only if it does not exist yet (never through a
+    // planted symlink), so a shared directory cannot redirect the write.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = {
+        use rand::RngCore;
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "{}.{n}.{:016x}",
+            std::process::id(),
+            rand::thread_rng().next_u64()
+        )
+    };
+    let tmp = dir.join(format!(".{}.tmp.{unique}", file_name.to_string_lossy()));
     let result = (|| {
         let mut file = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;

@@ -19,6 +19,7 @@ use cmdop_node::client::NodeClient;
 use cmdop_node::proto::{AttachMode, SessionInfo, WinSize};
 use cmdop_node::units::format_bytes;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
@@ -170,7 +171,15 @@ pub async fn run(
     let short = info.id.to_string()[..8].to_string();
     let reattach_arg = info.name.clone().unwrap_or_else(|| info.id.to_string());
     let mut transcript = match std::env::var_os("CMDOP_TRANSCRIPT") {
-        Some(path) => Some(std::fs::File::create(path)?),
+        // It holds everything the terminal showed: owner-only, like the rest of cmdop's secrets.
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)?,
+        ),
         None => None,
     };
 
@@ -265,9 +274,7 @@ pub async fn run(
         }
         End::Exited(code) => {
             eprintln!("\r\nsession {label} ({short}) ended: the shell exited with code {code}");
-            Ok(ExitCode::from(
-                u8::try_from(code.clamp(0, 255)).unwrap_or(1),
-            ))
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         End::Kicked(reason) => {
             eprintln!("\r\ndetached from session {label} ({short}): {reason}");

@@ -28,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 /// Bytes of output per frame.
 const OUTPUT_CHUNK: usize = 64 * 1024;
 
+/// How long after the shell's exit to wait for the rest of its output.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
 /// The client holding a session's input.
 #[derive(Debug)]
 pub struct Holder {
@@ -39,6 +42,8 @@ pub struct Holder {
     pub addr: SocketAddr,
     /// Since when (Unix ms).
     pub since_ms: u64,
+    /// The holder's keystroke stream.
+    pub input_stream: u64,
     /// Tells the holder's attachment to end, with a reason for its user.
     pub kick: Option<oneshot::Sender<String>>,
 }
@@ -133,7 +138,11 @@ async fn attach(
             let taken = match core.holder.as_mut() {
                 // A client resuming its own attachment after a network change replaces its
                 // stale hold silently.
-                Some(holder) if request.takeover || (request.resume_from.is_some() && holder.fingerprint == fingerprint) => {
+                Some(holder)
+                    if request.takeover
+                        || (request.resume_from.is_some()
+                            && holder.fingerprint == fingerprint
+                            && holder.input_stream == request.input_stream) => {
                     if let Some(kick) = holder.kick.take() {
                         let reason = if holder.fingerprint == fingerprint && !request.takeover {
                             "replaced by a newer connection of this client".to_string()
@@ -162,6 +171,7 @@ async fn attach(
                     fingerprint: fingerprint.clone(),
                     addr,
                     since_ms: now_ms(),
+                    input_stream: request.input_stream,
                     kick: Some(kick_tx),
                 });
             }
@@ -192,12 +202,23 @@ async fn attach(
         Some(offset) => offset.min(session.lock().ring.end()),
         None => replay_start(&session, request.scrollback_bytes),
     };
-    let input_seq = session.lock().next_input_seq;
+    let (input_seq, input_reset) = {
+        let mut core = session.lock();
+        // Sequence numbers count one keystroke stream; a holder from another stream starts
+        // its own numbering at the node's counter.
+        let reset =
+            request.mode == AttachMode::Interactive && core.input_stream != request.input_stream;
+        if request.mode == AttachMode::Interactive {
+            core.input_stream = request.input_stream;
+        }
+        (core.next_input_seq, reset)
+    };
     if send
         .send(&AttachOutput::Attached {
             session: session.info(),
             offset: start,
             input_seq,
+            input_reset,
         })
         .await
         .is_err()
@@ -214,6 +235,7 @@ async fn attach(
     let stop = shutdown.child_token();
     let input_task = tokio::spawn(read_input(
         session.clone(),
+        attachment,
         recv,
         request.mode,
         acked.clone(),
@@ -289,7 +311,17 @@ async fn pump_output(
 ) {
     let mut changes = session.subscribe();
     let mut sent_ack = acked.load(Ordering::Acquire);
+    let mut exit_seen: Option<std::time::Instant> = None;
     loop {
+        // Checked on every round, not only when idle: under a flood the pump never idles, and a
+        // kicked holder must not keep its hold (or its keystrokes) a moment longer.
+        if stop.is_cancelled() {
+            return;
+        }
+        if let Ok(reason) = kick.try_recv() {
+            let _ = send.send(&AttachOutput::Detached { reason }).await;
+            return;
+        }
         let ack = acked.load(Ordering::Acquire);
         if ack != sent_ack {
             sent_ack = ack;
@@ -301,9 +333,13 @@ async fn pump_output(
                 return;
             }
         }
-        let (chunk, exit) = {
+        let (chunk, exit, drained) = {
             let core = session.lock();
-            (core.ring.read_from(cursor, OUTPUT_CHUNK), core.exit_code)
+            (
+                core.ring.read_from(cursor, OUTPUT_CHUNK),
+                core.exit_code,
+                core.output_closed,
+            )
         };
         match chunk {
             Ok(chunk) => {
@@ -330,8 +366,16 @@ async fn pump_output(
             Err(_) => cursor = session.lock().ring.end(),
         }
         if let Some(code) = exit {
-            let _ = send.send(&AttachOutput::Exited { code }).await;
-            return;
+            // The shell may exit before the reader has moved its last output into the ring:
+            // report the exit once the PTY is drained (or, if a leftover background job keeps
+            // the PTY open, shortly after).
+            let seen = *exit_seen.get_or_insert_with(std::time::Instant::now);
+            if drained || seen.elapsed() >= EXIT_GRACE {
+                let _ = send.send(&AttachOutput::Exited { code }).await;
+                return;
+            }
+            let _ = tokio::time::timeout(EXIT_GRACE / 10, changes.changed()).await;
+            continue;
         }
         tokio::select! {
             biased;
@@ -359,8 +403,10 @@ async fn pump_output(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_input(
     session: Arc<Session>,
+    attachment: u64,
     mut recv: FramedRecv,
     mode: AttachMode,
     acked: Arc<AtomicU64>,
@@ -386,28 +432,50 @@ async fn read_input(
             (AttachInput::Detach, _) => break,
             (AttachInput::Probe, _) => {}
             (_, AttachMode::ReadOnly) => {}
-            (AttachInput::Resize(size), AttachMode::Interactive) => session.resize(size),
+            (AttachInput::Resize(size), AttachMode::Interactive) => {
+                if session
+                    .lock()
+                    .holder
+                    .as_ref()
+                    .is_some_and(|h| h.attachment == attachment)
+                {
+                    session.resize(size);
+                }
+            }
             (AttachInput::Input { seq, data }, AttachMode::Interactive) => {
-                let fresh = {
-                    let mut core = session.lock();
-                    let next = core.next_input_seq;
-                    let end = seq.saturating_add(data.len() as u64);
-                    if end <= next {
-                        None
-                    } else {
-                        let skip = next.saturating_sub(seq) as usize;
-                        core.next_input_seq = end;
-                        Some((data[skip..].to_vec(), end))
-                    }
+                // Room in the PTY's queue first, cancellable: a program that never reads its
+                // input must not pin this attachment (and its hold) forever.
+                let permit = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    permit = session.reserve_input() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
                 };
-                if let Some((bytes, end)) = fresh {
-                    if session.write_input(bytes).await.is_err() {
+                let applied = {
+                    let mut core = session.lock();
+                    if core
+                        .holder
+                        .as_ref()
+                        .is_none_or(|h| h.attachment != attachment)
+                    {
+                        // Taken over: this client no longer types here.
                         break;
                     }
-                    acked.store(end, Ordering::Release);
-                } else {
-                    acked.store(session.lock().next_input_seq, Ordering::Release);
-                }
+                    let next = core.next_input_seq;
+                    let end = seq.saturating_add(data.len() as u64);
+                    if end > next {
+                        let skip = usize::try_from(next.saturating_sub(seq))
+                            .unwrap_or(usize::MAX)
+                            .min(data.len());
+                        core.next_input_seq = end;
+                        core.last_active_ms = now_ms();
+                        permit.send(data[skip..].to_vec());
+                    }
+                    core.next_input_seq
+                };
+                acked.store(applied, Ordering::Release);
                 ack_changed.notify_one();
             }
         }

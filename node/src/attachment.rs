@@ -155,6 +155,7 @@ struct Link {
     input_seq: u64,
     offset: u64,
     info: SessionInfo,
+    input_reset: bool,
 }
 
 /// Why an attach attempt failed.
@@ -180,8 +181,8 @@ async fn open_link(
         .await
         .map_err(|e| AttachFailure::Retry(e.to_string()))?;
     match recv.recv::<AttachOutput>().await {
-        Ok(Some(AttachOutput::Attached { session, offset, input_seq })) => {
-            Ok(Link { connection, send, recv, input_seq, offset, info: session })
+        Ok(Some(AttachOutput::Attached { session, offset, input_seq, input_reset })) => {
+            Ok(Link { connection, send, recv, input_seq, offset, info: session, input_reset })
         }
         Ok(Some(AttachOutput::Error(e))) if e.kind == ErrorKind::NotFound && request.resume_from.is_some() => {
             Err(AttachFailure::Final(End::Gone(format!(
@@ -212,6 +213,7 @@ impl Attachment {
         spec: AttachSpec,
     ) -> Result<Attachment, ClientError> {
         let target = client.target.clone();
+        let input_stream = new_input_stream();
         let request = AttachRequest {
             session: spec.session,
             mode: spec.mode,
@@ -219,6 +221,7 @@ impl Attachment {
             resume_from: None,
             scrollback_bytes: spec.scrollback_bytes,
             size: spec.size,
+            input_stream,
         };
         let link = match open_link(client.connection.clone(), &target.name, request).await {
             Ok(link) => link,
@@ -241,6 +244,7 @@ impl Attachment {
             link_state: LinkState::Up,
             last_contact: Instant::now(),
             rtt: Duration::from_millis(100),
+            input_stream,
         };
         tokio::spawn(driver.run(link));
         Ok(Attachment {
@@ -267,6 +271,21 @@ impl Attachment {
     pub fn stats(&self) -> ResyncStats {
         lock(&self.resync).stats()
     }
+}
+
+/// A random, non-zero name for this attachment's keystroke stream.
+fn new_input_stream() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    // If the system RNG fails, a time-based value still tells streams apart in practice.
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        bytes = (SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64)
+            .to_le_bytes();
+    }
+    u64::from_le_bytes(bytes).max(1)
 }
 
 /// What ended one link.
@@ -321,8 +340,7 @@ const SLOW_TICK: Duration = Duration::from_millis(250);
 const MIN_PROBE_SILENCE: Duration = Duration::from_millis(20);
 
 impl PathWatch {
-    fn new(datagrams: u64) -> Self {
-        let now = Instant::now();
+    fn new(datagrams: u64, now: Instant, wall: SystemTime) -> Self {
         PathWatch {
             datagrams,
             last_rx: now,
@@ -330,7 +348,7 @@ impl PathWatch {
             probes: 0,
             last_probe: None,
             rebound_at: None,
-            wall: SystemTime::now(),
+            wall,
             mono: now,
         }
     }
@@ -343,7 +361,13 @@ impl PathWatch {
         }
     }
 
-    fn tick(&mut self, now: Instant, datagrams: u64, rtt: Duration) -> PathAction {
+    fn tick(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        datagrams: u64,
+        rtt: Duration,
+    ) -> PathAction {
         let mut action = PathAction::default();
         let since_last = now.saturating_duration_since(self.last_rx);
         if datagrams != self.datagrams {
@@ -382,7 +406,6 @@ impl PathWatch {
         }
         // A wall clock far ahead of the monotonic one means the machine slept: the network may
         // be another one now.
-        let wall = SystemTime::now();
         let wall_elapsed = wall.duration_since(self.wall).unwrap_or_default();
         if wall_elapsed > now.saturating_duration_since(self.mono) + CLOCK_JUMP {
             action.rebind = true;
@@ -393,6 +416,9 @@ impl PathWatch {
         action
     }
 }
+
+/// Largest input frame sent when replaying unacknowledged keystrokes.
+const RESEND_CHUNK: usize = 32 * 1024;
 
 /// Why a reconnect attempt that timed out failed.
 const NO_ANSWER: &str = "no answer";
@@ -409,6 +435,8 @@ struct Driver {
     last_contact: Instant,
     /// The last link's round-trip time.
     rtt: Duration,
+    /// This attachment's keystroke stream.
+    input_stream: u64,
 }
 
 impl Driver {
@@ -455,10 +483,18 @@ impl Driver {
             ..
         } = link;
         self.rtt = connection.rtt();
+        // Keystrokes typed while the link was down go out again, in frames well under the
+        // node's max_frame however long the outage was.
         let resend = lock(&self.resync).unacked();
         if let Some((seq, data)) = resend {
-            if let Err(e) = send.send(&AttachInput::Input { seq, data }).await {
-                return LinkEnd::Lost(e.to_string());
+            for (i, piece) in data.chunks(RESEND_CHUNK).enumerate() {
+                let frame = AttachInput::Input {
+                    seq: seq + (i * RESEND_CHUNK) as u64,
+                    data: piece.to_vec(),
+                };
+                if let Err(e) = send.send(&frame).await {
+                    return LinkEnd::Lost(e.to_string());
+                }
             }
         }
         let mut downlink = tokio::spawn(downlink(
@@ -467,7 +503,11 @@ impl Driver {
             self.resync.clone(),
             self.events.clone(),
         ));
-        let mut watch = PathWatch::new(connection.stats().udp_rx.datagrams);
+        let mut watch = PathWatch::new(
+            connection.stats().udp_rx.datagrams,
+            Instant::now(),
+            SystemTime::now(),
+        );
         let mut next_tick = tokio::time::Instant::now();
         let end = loop {
             tokio::select! {
@@ -487,6 +527,8 @@ impl Driver {
                             if self.spec.mode == AttachMode::ReadOnly {
                                 continue;
                             }
+                            // Later re-attachments ask for the size the terminal has now.
+                            self.spec.size = size;
                             AttachInput::Resize(size)
                         }
                         Some(Command::Rebind) => {
@@ -506,7 +548,7 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(next_tick) => {
                     let now = Instant::now();
-                    let action = watch.tick(now, connection.stats().udp_rx.datagrams, connection.rtt());
+                    let action = watch.tick(now, SystemTime::now(), connection.stats().udp_rx.datagrams, connection.rtt());
                     next_tick = tokio::time::Instant::now() + watch.tick_interval();
                     if action.received {
                         self.last_contact = now;
@@ -548,6 +590,7 @@ impl Driver {
                 resume_from: Some(lock(&self.resync).resume_from()),
                 scrollback_bytes: 0,
                 size: self.spec.size,
+                input_stream: self.input_stream,
             };
             let dialer = self.dialer.clone();
             let target = self.target.clone();
@@ -593,6 +636,7 @@ impl Driver {
                         Some(Command::Input(bytes)) if self.spec.mode == AttachMode::Interactive => {
                             lock(&self.resync).input(&bytes);
                         }
+                        Some(Command::Resize(size)) => self.spec.size = size,
                         Some(Command::Detach) | None => return Err(End::Detached),
                         _ => {}
                     },
@@ -604,7 +648,7 @@ impl Driver {
             match linked {
                 Some(link) => {
                     // `run_link` sends what is still unacknowledged.
-                    lock(&self.resync).reattached(link.input_seq);
+                    lock(&self.resync).reattached(link.input_seq, link.input_reset);
                     self.set_link_state(LinkState::Up).await;
                     return Ok(link);
                 }
@@ -639,11 +683,16 @@ async fn downlink(
         };
         let event = match frame {
             AttachOutput::Output { offset, data } => {
+                // Room in the channel first: `shown` may only move once the bytes are handed
+                // over, or a link aborted while waiting would skip them on resume.
+                let Ok(permit) = events.reserve().await else {
+                    return LinkEnd::Done(End::Detached);
+                };
                 let fresh = lock(&resync).output(offset, &data).to_vec();
-                if fresh.is_empty() {
-                    continue;
+                if !fresh.is_empty() {
+                    permit.send(Event::Output(fresh));
                 }
-                Event::Output(fresh)
+                continue;
             }
             AttachOutput::Gap { lost } => {
                 lock(&resync).gap(lost);
@@ -672,46 +721,74 @@ mod tests {
     fn silence_while_streaming_sends_a_probe_with_backoff() {
         let start = Instant::now();
         let rtt = Duration::from_millis(2);
-        let mut watch = PathWatch::new(0);
+        let wall = SystemTime::now();
+        let mut watch = PathWatch::new(0, start, wall);
         // Datagrams every 5 ms: streaming, fast ticks.
         let mut now = start;
         for n in 1..=10 {
             now = start + Duration::from_millis(5 * n);
-            let action = watch.tick(now, n, rtt);
+            let action = watch.tick(now, wall, n, rtt);
             assert!(action.received && !action.probe);
         }
         assert_eq!(watch.tick_interval(), FAST_TICK);
         // Silence: the first probe after MIN_PROBE_SILENCE, the next after twice that.
         let at = |ms| now + Duration::from_millis(ms);
-        assert!(!watch.tick(at(10), 10, rtt).probe);
-        assert!(watch.tick(at(20), 10, rtt).probe);
-        assert!(!watch.tick(at(35), 10, rtt).probe);
-        assert!(watch.tick(at(60), 10, rtt).probe);
+        assert!(!watch.tick(at(10), wall, 10, rtt).probe);
+        assert!(watch.tick(at(20), wall, 10, rtt).probe);
+        assert!(!watch.tick(at(35), wall, 10, rtt).probe);
+        assert!(watch.tick(at(60), wall, 10, rtt).probe);
         // Packets again: back to normal.
-        assert!(watch.tick(at(65), 11, rtt).received);
+        assert!(watch.tick(at(65), wall, 11, rtt).received);
     }
 
     #[test]
     fn idle_silence_sends_no_probe_but_long_silence_rebinds() {
         let start = Instant::now();
         let rtt = Duration::from_millis(2);
-        let mut watch = PathWatch::new(0);
+        let wall = SystemTime::now();
+        let mut watch = PathWatch::new(0, start, wall);
         // A keep-alive a second: idle, slow ticks, no probes.
-        assert!(watch.tick(start + Duration::from_secs(1), 1, rtt).received);
+        assert!(
+            watch
+                .tick(start + Duration::from_secs(1), wall, 1, rtt)
+                .received
+        );
         assert_eq!(watch.tick_interval(), SLOW_TICK);
         assert!(
             !watch
-                .tick(start + Duration::from_millis(1500), 1, rtt)
+                .tick(start + Duration::from_millis(1500), wall, 1, rtt)
                 .probe
         );
-        let action = watch.tick(start + Duration::from_millis(3600), 1, rtt);
+        let action = watch.tick(start + Duration::from_millis(3600), wall, 1, rtt);
         assert!(action.rebind && !action.probe);
         assert_eq!(action.silent_secs, Some(2));
         // No second rebind right after the first.
         assert!(
             !watch
-                .tick(start + Duration::from_millis(3900), 1, rtt)
+                .tick(start + Duration::from_millis(3900), wall, 1, rtt)
                 .rebind
         );
+    }
+
+    #[test]
+    fn a_wall_clock_jump_means_a_sleep_and_rebinds() {
+        let start = Instant::now();
+        let wall = SystemTime::now();
+        let rtt = Duration::from_millis(2);
+        let mut watch = PathWatch::new(0, start, wall);
+        let later = start + Duration::from_millis(250);
+        assert!(
+            !watch
+                .tick(later, wall + Duration::from_millis(250), 1, rtt)
+                .rebind
+        );
+        // 250 ms of monotonic time, but an hour on the wall clock: the machine slept.
+        let action = watch.tick(
+            later + Duration::from_millis(250),
+            wall + Duration::from_secs(3600),
+            1,
+            rtt,
+        );
+        assert!(action.rebind);
     }
 }

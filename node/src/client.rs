@@ -281,13 +281,26 @@ impl Dialer {
             None => return Err(recv_error(&target.name, &connection, RecvError::Truncated)),
         };
         if newly_pinned {
-            // Serialize pin writes of parallel dials from this process.
+            // Serialize pin writes of parallel dials from this process, and look again: another
+            // dial may have pinned this address meanwhile.
             let _lock = self.pins.lock();
             let mut known = KnownNodes::load(&self.known_nodes)
                 .map_err(|e| ClientError::Setup(e.to_string()))?;
-            known.insert(&pin_key, presented.clone()).map_err(|e| {
-                ClientError::Setup(format!("cannot write {}: {e}", self.known_nodes.display()))
-            })?;
+            match known.check(&pin_key, &presented) {
+                PinCheck::Match => {}
+                PinCheck::Changed { pinned } => {
+                    connection.close(close_code::DONE.into(), b"node key changed");
+                    return Err(ClientError::KeyChanged {
+                        name: target.name.clone(),
+                        addr: target.addr.clone(),
+                        pinned,
+                        presented,
+                    });
+                }
+                PinCheck::Unknown => known.insert(&pin_key, presented.clone()).map_err(|e| {
+                    ClientError::Setup(format!("cannot write {}: {e}", self.known_nodes.display()))
+                })?,
+            }
         }
         Ok(NodeClient {
             connection,

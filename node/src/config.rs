@@ -169,6 +169,13 @@ impl Config {
         if config.node.ringbuffer.0 == 0 {
             return Err("node.ringbuffer must be at least 1 byte".into());
         }
+        // A whole ringbuffer travels in one frame (show --tail, save, migrate).
+        if config.node.ringbuffer.0 + (64 << 10) > config.node.max_frame.0 {
+            return Err(format!(
+                "node.ringbuffer ({}) must be at least 64KiB smaller than node.max_frame ({}); raise max_frame or lower ringbuffer",
+                config.node.ringbuffer, config.node.max_frame
+            ));
+        }
         Ok(config)
     }
 
@@ -209,6 +216,8 @@ mod tests {
         assert!(err.contains("24h"), "{err}");
         let err = Config::parse("node:\n  colour: blue\n").unwrap_err();
         assert!(err.contains("unknown field `colour`"), "{err}");
+        let err = Config::parse("node:\n  ringbuffer: 16MiB\n").unwrap_err();
+        assert!(err.contains("max_frame"), "{err}");
         let err = Config::parse("node:\n  max_sessions: many\n").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
     }

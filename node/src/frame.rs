@@ -70,6 +70,11 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the limit on bodies (e.g. raised once a peer is admitted).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// Adds bytes received from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
         if self.consumed > 0 && self.consumed == self.buffer.len() {

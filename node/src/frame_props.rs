@@ -232,6 +232,7 @@ fn attach_request() -> impl Strategy<Value = AttachRequest> {
                 resume_from,
                 scrollback_bytes,
                 size,
+                input_stream: scrollback_bytes ^ 0x5eed,
             },
         )
 }

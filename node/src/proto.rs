@@ -321,6 +321,11 @@ pub struct AttachRequest {
     pub scrollback_bytes: u64,
     /// The client's terminal size.
     pub size: WinSize,
+    /// Names this client's stream of keystrokes across reconnects. Input sequence numbers are
+    /// only comparable within one stream: when another stream typed in between, the node says
+    /// so ([`AttachOutput::Attached::input_reset`]) and the client renumbers what it still holds.
+    #[serde(default)]
+    pub input_stream: u64,
 }
 
 /// Who may type.
@@ -364,6 +369,10 @@ pub enum AttachOutput {
         offset: u64,
         /// The next input sequence number the node expects (everything below was applied).
         input_seq: u64,
+        /// The last input applied came from another stream: number pending input from
+        /// `input_seq` and send all of it, none was applied.
+        #[serde(default)]
+        input_reset: bool,
     },
     /// PTY output at absolute `offset`.
     Output {
@@ -549,6 +558,7 @@ mod tests {
             resume_from: Some(7),
             scrollback_bytes: 100,
             size: WinSize::default(),
+            input_stream: 9,
         });
         for input in [
             AttachInput::Input {
@@ -566,6 +576,7 @@ mod tests {
                 session: info(),
                 offset: 5,
                 input_seq: 2,
+                input_reset: true,
             },
             AttachOutput::Output {
                 offset: 9,

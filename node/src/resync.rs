@@ -55,11 +55,18 @@ impl Resync {
         self.stats
     }
 
-    /// A re-attachment succeeded; the node expects input `input_seq` next. What is still
+    /// A re-attachment succeeded; the node expects input `input_seq` next (and, with
+    /// `input_reset`, saw another client's keystrokes since ours). What is still
     /// [`Resync::unacked`] afterwards must be sent again.
-    pub fn reattached(&mut self, input_seq: u64) {
+    pub fn reattached(&mut self, input_seq: u64, input_reset: bool) {
         self.stats.reconnects += 1;
-        self.align(input_seq);
+        if input_reset {
+            // Another keystroke stream typed in between: none of ours past the last
+            // acknowledgement was applied; number it all from where the node is.
+            self.input_base = input_seq;
+        } else {
+            self.align(input_seq);
+        }
         self.stats.input_resent_bytes += self.pending.len() as u64;
     }
 
@@ -145,14 +152,18 @@ mod tests {
         resync.acknowledge(12);
         assert_eq!(resync.unacked(), Some((12, b"cde".to_vec())));
         // The node applied through 14 before the link dropped: only "e" goes again.
-        resync.reattached(14);
+        resync.reattached(14, false);
         assert_eq!(resync.unacked(), Some((14, b"e".to_vec())));
         assert_eq!(resync.stats().input_resent_bytes, 1);
         resync.acknowledge(15);
         assert_eq!(resync.unacked(), None);
         assert_eq!(resync.input(b"f"), 15);
-        resync.reattached(16);
+        resync.reattached(16, false);
         assert_eq!(resync.unacked(), None);
-        assert_eq!(resync.stats().reconnects, 2);
+        // Another client typed 3 bytes while we were away: all 2 of ours go again, renumbered.
+        assert_eq!(resync.input(b"gh"), 16);
+        resync.reattached(19, true);
+        assert_eq!(resync.unacked(), Some((19, b"gh".to_vec())));
+        assert_eq!(resync.stats().reconnects, 3);
     }
 }

@@ -244,7 +244,11 @@ mod tests {
             ring.push(b"0123456789abcdef");
         }
         assert_eq!(ring.len(), 16_000);
-        assert!(ring.allocated() <= 32_000, "allocated {} for 16000 bytes", ring.allocated());
+        assert!(
+            ring.allocated() <= 32_000,
+            "allocated {} for 16000 bytes",
+            ring.allocated()
+        );
         assert_eq!(ring.read_from(0, 16).unwrap().data, b"0123456789abcdef");
     }
 

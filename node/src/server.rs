@@ -29,6 +29,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Largest frame a peer may send before it is admitted.
+const HELLO_MAX_FRAME: usize = 16 * 1024;
 
 /// How long a new connection may take to say [`Hello`].
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -193,13 +197,10 @@ impl Node {
                     let token = shutdown.child_token();
                     tasks.spawn(async move {
                         let remote = incoming.remote_address();
-                        let incoming = async move {
-                            let result = incoming.await;
-                            drop(handshake);
-                            result
-                        };
                         match incoming.await {
-                            Ok(connection) => node.serve_connection(connection, token).await,
+                            // The peer stays "unauthenticated" (counted against max_handshakes)
+                            // until its Hello is admitted.
+                            Ok(connection) => node.serve_connection(connection, token, handshake).await,
                             // Half-open handshakes time out by the thousand in a flood: keep those quiet.
                             Err(quinn::ConnectionError::TimedOut) => tracing::debug!(%remote, "handshake timed out"),
                             Err(e) => tracing::info!(%remote, "handshake failed: {e}"),
@@ -220,9 +221,16 @@ impl Node {
     /// Decides whether `fingerprint` is served, and for what.
     fn admit(&self, fingerprint: &Fingerprint, hello: &Hello) -> (HelloReply, Admission) {
         if hello.version != PROTOCOL_VERSION {
-            return (self.admit_client(fingerprint, hello), Admission::Client);
+            let refusal = refuse(
+                ErrorKind::VersionMismatch,
+                format!(
+                    "{} speaks cmdop protocol {PROTOCOL_VERSION} but this client speaks {}; upgrade the older side",
+                    self.host, hello.version
+                ),
+            );
+            return (refusal, Admission::Client);
         }
-        let revoked = self.authorized.is_revoked(fingerprint).unwrap_or(false);
+        let revoked = self.authorized.is_revoked(fingerprint).unwrap_or(true);
         if let (Some(ticket), false) = (&hello.invite, revoked) {
             match self.migration_tickets.redeem(ticket, now_ms() / 1000) {
                 Ok(()) => {
@@ -251,23 +259,14 @@ impl Node {
         (self.admit_client(fingerprint, hello), Admission::Client)
     }
 
-    /// Decides whether the client `fingerprint` is served.
+    /// Decides whether the client `fingerprint` is served (the protocol version was checked).
     fn admit_client(&self, fingerprint: &Fingerprint, hello: &Hello) -> HelloReply {
-        if hello.version != PROTOCOL_VERSION {
-            return refuse(
-                ErrorKind::VersionMismatch,
-                format!(
-                    "{} speaks cmdop protocol {PROTOCOL_VERSION} but this client speaks {}; upgrade the older side",
-                    self.host, hello.version
-                ),
-            );
-        }
         let welcome = |invited| HelloReply::Welcome {
             version: PROTOCOL_VERSION,
             host: self.host.clone(),
             invited,
         };
-        let revoked = self.authorized.is_revoked(fingerprint).unwrap_or(false);
+        let revoked = self.authorized.is_revoked(fingerprint).unwrap_or(true);
         if !revoked
             && (*fingerprint == self.local_client
                 || self.authorized.is_authorized(fingerprint).unwrap_or(false))
@@ -303,6 +302,7 @@ impl Node {
         self: Arc<Self>,
         connection: quinn::Connection,
         shutdown: CancellationToken,
+        handshake: HandshakeGuard,
     ) {
         let remote = connection.remote_address();
         let Some(fingerprint) = peer_fingerprint(&connection) else {
@@ -313,7 +313,20 @@ impl Node {
             return;
         };
         let span = tracing::info_span!("conn", %remote, client = %fingerprint);
-        let _enter = span.enter();
+        self.serve_authenticated(connection, fingerprint, shutdown, handshake)
+            .instrument(span)
+            .await;
+    }
+
+    /// Serves a connection whose client certificate is `fingerprint`: Hello, admission, then
+    /// requests and attachments.
+    async fn serve_authenticated(
+        self: Arc<Self>,
+        connection: quinn::Connection,
+        fingerprint: Fingerprint,
+        shutdown: CancellationToken,
+        handshake: HandshakeGuard,
+    ) {
         let (send, recv) = match tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await {
             Ok(Ok(streams)) => streams,
             Ok(Err(e)) => {
@@ -329,7 +342,8 @@ impl Node {
             }
         };
         let mut send = FramedSend::new(send);
-        let mut recv = FramedRecv::new(recv, self.max_frame);
+        // Until admitted, a peer may send only a small Hello.
+        let mut recv = FramedRecv::new(recv, HELLO_MAX_FRAME);
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, recv.recv::<Hello>()).await {
             Ok(Ok(Some(hello))) => hello,
             Ok(Ok(None)) => return,
@@ -343,6 +357,8 @@ impl Node {
             }
         };
         let (mut reply, admission) = self.admit(&fingerprint, &hello);
+        drop(handshake);
+        recv.set_max_frame(self.max_frame);
         let mut _live = None;
         if let (HelloReply::Welcome { .. }, Admission::Client) = (&reply, admission) {
             let max = self.registry.config().max_connections_per_client;
@@ -376,7 +392,6 @@ impl Node {
             return;
         }
         tracing::debug!("client admitted");
-        drop(_enter);
         let attachments = match admission {
             Admission::Client => Some(tokio::spawn(crate::attach::accept_attachments(
                 self.clone(),

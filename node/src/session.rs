@@ -10,7 +10,7 @@
 
 use crate::proto::{SessionInfo, SessionState, WinSize};
 use crate::pty::{hang_up_group, kill_group, process_cwd, PtyControl, SpawnSpec, SpawnedPty};
-use crate::ringbuf::{Chunk, OffsetAhead, RingBuffer};
+use crate::ringbuf::RingBuffer;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,6 +48,12 @@ pub struct SessionCore {
     pub holder: Option<crate::attach::Holder>,
     /// Set when the session is destroyed, so attachments end.
     pub destroyed: bool,
+    /// The PTY's output reached its end (every process holding it is gone): once the exit code
+    /// is known too, nothing more will be printed.
+    pub output_closed: bool,
+    /// The keystroke stream ([`crate::proto::AttachRequest::input_stream`]) that
+    /// `next_input_seq` counts.
+    pub input_stream: u64,
 }
 
 /// One session.
@@ -127,6 +133,8 @@ impl Session {
                 next_input_seq: 0,
                 holder: None,
                 destroyed: false,
+                output_closed: false,
+                input_stream: 0,
             }),
             changed,
             input,
@@ -153,6 +161,10 @@ impl Session {
                         break;
                     };
                     session.append_output(&buf[..n]);
+                }
+                if let Some(session) = reader_session.upgrade() {
+                    session.lock().output_closed = true;
+                    session.bump();
                 }
             }),
         );
@@ -216,15 +228,17 @@ impl Session {
         self.bump();
     }
 
-    /// Reads scrollback from `offset`.
-    pub fn read_from(&self, offset: u64, max: usize) -> Result<Chunk, OffsetAhead> {
-        self.lock().ring.read_from(offset, max)
-    }
-
     /// Queues bytes for the PTY, as if typed. Waits while the program is not reading input.
     pub async fn write_input(&self, bytes: Vec<u8>) -> Result<(), SessionGone> {
         self.lock().last_active_ms = now_ms();
         self.input.send(bytes).await.map_err(|_| SessionGone)
+    }
+
+    /// Waits for room in the PTY's input queue. Reserving first, then deciding what to send
+    /// under the session lock, keeps sequence numbers and the bytes queued in step even if the
+    /// waiting task is cancelled.
+    pub async fn reserve_input(&self) -> Result<mpsc::Permit<'_, Vec<u8>>, SessionGone> {
+        self.input.reserve().await.map_err(|_| SessionGone)
     }
 
     /// Changes the window size.
@@ -243,12 +257,6 @@ impl Session {
             .or(self.pid)
             .and_then(process_cwd)
             .unwrap_or_else(|| self.start_cwd.clone())
-    }
-
-    /// Whether a client is attached.
-    pub fn is_attached(&self) -> bool {
-        let core = self.lock();
-        core.marked_attached || core.live_attachments > 0
     }
 
     /// The session's metadata.

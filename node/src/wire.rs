@@ -48,6 +48,11 @@ impl FramedRecv {
         }
     }
 
+    /// Changes the largest frame accepted from now on.
+    pub fn set_max_frame(&mut self, max: usize) {
+        self.decoder.set_max(max);
+    }
+
     /// The next message, or None when the peer finished the stream cleanly between frames.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, RecvError> {
         loop {

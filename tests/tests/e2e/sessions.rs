@@ -217,7 +217,7 @@ fn offline_hosts_are_reported_not_fatal() {
 #[test]
 fn garbage_on_the_control_stream_closes_only_that_connection() {
     let home = Home::new("garbage");
-    let node = NodeProcess::start(&home, free_port(), "max_frame: 64KiB");
+    let node = NodeProcess::start(&home, free_port(), "ringbuffer: 16KiB\nmax_frame: 128KiB");
     home.cmdop(&["session", "create", "local", "--name", "bystander"])
         .ok();
     home.cmdop(&["session", "send", "bystander", r"echo before\n"])

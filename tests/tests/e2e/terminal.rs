@@ -124,3 +124,36 @@ fn ctrl_c_stops_a_flood_and_the_prompt_returns() {
     term.type_bytes(b"\x04");
     assert_eq!(term.wait_exit(WAIT), Some(0));
 }
+
+#[test]
+fn takeover_during_a_flood_detaches_the_old_holder_at_once() {
+    let home = Home::new("term-flood-takeover");
+    let _node = NodeProcess::start(&home, free_port(), "");
+    let mut first = connect(&home, &["--name", "busy"]);
+    first.type_line("yes flood");
+    first.expect("flood\r\nflood\r\nflood", WAIT);
+    let mut second = connect(&home, &["--session", "busy", "--takeover"]);
+    // The old holder is told even though its output never stops.
+    assert_eq!(first.wait_exit(WAIT), Some(0), "{}", tail_text(&first));
+    assert!(first.text().contains("taken over by client"));
+    second.type_bytes(b"\x03");
+    second.type_line("echo mine-$((20+3))");
+    second.expect("mine-23", WAIT);
+    second.type_bytes(b"\x04");
+    assert_eq!(second.wait_exit(WAIT), Some(0));
+}
+
+#[test]
+fn output_printed_just_before_the_shell_exits_is_shown() {
+    let home = Home::new("term-last-words");
+    let _node = NodeProcess::start(&home, free_port(), "");
+    let mut term = connect(&home, &[]);
+    term.type_line("printf 'last-words-%s\\n' $((40+2)); exit 3");
+    assert_eq!(term.wait_exit(WAIT), Some(3));
+    term.expect("last-words-42", WAIT);
+}
+
+fn tail_text(term: &Terminal) -> String {
+    let text: Vec<char> = term.text().chars().collect();
+    text[text.len().saturating_sub(2000)..].iter().collect()
+}
