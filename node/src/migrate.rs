@@ -18,14 +18,12 @@
 //! shell in S's working directory.
 
 use crate::client::{with_default_port, ClientError, Dialer, Target};
-use crate::home::NODE_IDENTITY;
 use crate::proto::{CreateSession, ErrorKind, ErrorReply, Reply, Request, SessionInfo};
 use crate::server::Node;
 use crate::session::{now_ms, Session};
 use crate::snapshot::{fit_scrollback, restored_marker, Snapshot};
-use cmdop_certs::{Fingerprint, Identity, KnownNodes};
+use cmdop_certs::{Fingerprint, KnownNodes};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -207,9 +205,7 @@ pub async fn migrate(node: &Node, request: MigrateRequest) -> Result<Reply, Erro
     KnownNodes::load(&pins.0)
         .and_then(|mut known| known.insert(&pin_key, expected.clone()))
         .map_err(|e| internal(format!("cannot write {}: {e}", pins.0.display())))?;
-    let identity = Identity::load_or_create(&node.home, NODE_IDENTITY)
-        .map_err(|e| internal(format!("cannot load this node's key: {e}")))?;
-    let dialer = Dialer::new(Arc::new(identity), pins.0.clone(), DIAL_TIMEOUT)
+    let dialer = Dialer::new(node.identity.clone(), pins.0.clone(), DIAL_TIMEOUT)
         .map_err(|e| internal(e.to_string()))?;
     let target = Target {
         name: to.clone(),

@@ -103,28 +103,9 @@ impl Registry {
             env,
             size: request.size,
         };
-        // The name check and the insert happen under one lock, so two creates cannot both win.
-        let mut map = self.map();
-        if map.len() >= self.config.max_sessions {
-            return Err(error(
-                ErrorKind::Limit,
-                format!(
-                    "{} already runs {} sessions (max_sessions in config.yaml); destroy some first",
-                    self.host, self.config.max_sessions
-                ),
-            ));
-        }
-        if let Some(name) = &request.name {
-            if map.values().any(|s| s.lock().name.as_deref() == Some(name)) {
-                return Err(error(
-                    ErrorKind::NameTaken,
-                    format!(
-                        "a session named '{name}' already exists on {}; pick another name",
-                        self.host
-                    ),
-                ));
-            }
-        }
+        // Check, spawn without the lock (a fork must not stall every other request), then check
+        // again while inserting, so two creates of one name cannot both win.
+        self.check_room(request.name.as_deref())?;
         let spawned = self.spawner.spawn(&spec).map_err(|e| {
             error(
                 ErrorKind::Internal,
@@ -132,6 +113,7 @@ impl Registry {
             )
         })?;
         let capacity = usize::try_from(self.config.ringbuffer.0).unwrap_or(usize::MAX);
+        let name = request.name.clone();
         let session = Session::start(
             &spec,
             spawned,
@@ -140,11 +122,49 @@ impl Registry {
             capacity,
             preload,
         );
-        map.insert(session.id, session.clone());
-        drop(map);
+        {
+            let mut map = self.map();
+            if let Err(e) = Self::room_in(&map, &self.config, &self.host, name.as_deref()) {
+                drop(map);
+                session.hang_up();
+                return Err(e);
+            }
+            map.insert(session.id, session.clone());
+        }
         tracing::info!(session = %session.id, pid = ?session.pid, "session created");
         self.changed.notify_one();
         Ok(session)
+    }
+
+    fn check_room(&self, name: Option<&str>) -> Result<(), ErrorReply> {
+        Self::room_in(&self.map(), &self.config, &self.host, name)
+    }
+
+    /// Whether `map` has room for one more session named `name`.
+    fn room_in(
+        map: &BTreeMap<Uuid, Arc<Session>>,
+        config: &NodeConfig,
+        host: &str,
+        name: Option<&str>,
+    ) -> Result<(), ErrorReply> {
+        if map.len() >= config.max_sessions {
+            return Err(error(
+                ErrorKind::Limit,
+                format!(
+                    "{host} already runs {} sessions (max_sessions in config.yaml); destroy some first",
+                    config.max_sessions
+                ),
+            ));
+        }
+        if let Some(name) = name {
+            if map.values().any(|s| s.lock().name.as_deref() == Some(name)) {
+                return Err(error(
+                    ErrorKind::NameTaken,
+                    format!("a session named '{name}' already exists on {host}; pick another name"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A session by id.

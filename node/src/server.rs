@@ -42,7 +42,7 @@ pub struct Node {
     /// The sessions.
     pub registry: Arc<Registry>,
     /// The node's identity.
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     /// The client identity in the node's own `$CMDOP_HOME`, authorized implicitly.
     pub local_client: Fingerprint,
     authorized: AuthorizedClients,
@@ -145,7 +145,7 @@ impl Node {
         ));
         Ok(Arc::new(Node {
             registry,
-            identity,
+            identity: Arc::new(identity),
             local_client,
             authorized: AuthorizedClients::new(&options.home),
             invites: Invites::new(&options.home),
