@@ -491,6 +491,18 @@ impl Node {
         Reply::Revoked { closed }
     }
 
+    /// Sets or clears a session's attached mark (metadata-only attach); counts as activity.
+    fn mark_attached(&self, session: uuid::Uuid, attached: bool) -> Result<Reply, ErrorReply> {
+        let session = self.registry.get(session)?;
+        {
+            let mut core = session.lock();
+            core.marked_attached = attached;
+            core.last_active_ms = now_ms();
+        }
+        self.registry.touch();
+        Ok(Reply::Session(session.info()))
+    }
+
     /// Answers one control request.
     pub async fn handle(&self, request: Request) -> Reply {
         let registry = &self.registry;
@@ -508,24 +520,8 @@ impl Node {
                     tail,
                 }
             }),
-            Request::Attach { session } => registry.get(session).map(|s| {
-                {
-                    let mut core = s.lock();
-                    core.marked_attached = true;
-                    core.last_active_ms = now_ms();
-                }
-                registry.touch();
-                Reply::Session(s.info())
-            }),
-            Request::Detach { session } => registry.get(session).map(|s| {
-                {
-                    let mut core = s.lock();
-                    core.marked_attached = false;
-                    core.last_active_ms = now_ms();
-                }
-                registry.touch();
-                Reply::Session(s.info())
-            }),
+            Request::Attach { session } => self.mark_attached(session, true),
+            Request::Detach { session } => self.mark_attached(session, false),
             Request::Destroy { session } => registry
                 .destroy(session)
                 .map(|_| Reply::Destroyed(vec![session])),

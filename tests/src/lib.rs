@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod procfs;
 pub mod pty;
 
 use std::net::UdpSocket;

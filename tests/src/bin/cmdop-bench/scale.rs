@@ -2,7 +2,7 @@
 //! beyond the scrollback actually held, its CPU and wake-ups while idle, and the time to list
 //! them all; and the same for a tmux server with 1,000 sessions when tmux is installed.
 
-use cmdop_e2e::{free_port, Home, NodeProcess};
+use cmdop_e2e::{free_port, procfs, Home, NodeProcess};
 use cmdop_node::client::{Dialer, Target};
 use cmdop_node::proto::{CreateSession, Reply, Request};
 use std::process::Command;
@@ -13,41 +13,12 @@ const SESSIONS: usize = 1000;
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
+    procfs::status_kib(pid, "VmRSS:").unwrap_or(0)
 }
 
-/// CPU seconds and context switches (every wake-up is one) of all of a process's threads.
+/// CPU seconds and wake-ups so far.
 fn cpu_and_wakeups(pid: u32) -> (f64, u64) {
-    let mut wakeups = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            for line in status.lines() {
-                if line.starts_with("voluntary_ctxt_switches")
-                    || line.starts_with("nonvoluntary_ctxt_switches")
-                {
-                    wakeups += line
-                        .split_whitespace()
-                        .nth(1)
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .unwrap_or(0);
-                }
-            }
-        }
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks as f64 / hz, wakeups)
+    (procfs::cpu_seconds(pid), procfs::wakeups(pid))
 }
 
 struct Figures {

@@ -2,7 +2,7 @@
 //! network events, and a checker per session.
 
 use crate::emit::checksum;
-use cmdop_e2e::{free_port, Home, NodeProcess};
+use cmdop_e2e::{free_port, procfs, Home, NodeProcess};
 use cmdop_netsim::{Impairments, Netsim, NetsimConfig};
 use cmdop_node::attachment::{AttachSpec, Attachment, AttachmentHandle, End, Event};
 use cmdop_node::client::{Dialer, Target};
@@ -113,26 +113,6 @@ impl Checker {
     }
 }
 
-fn proc_field(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
-}
-
 pub fn run(options: Options) -> ExitCode {
     let started = Instant::now();
     let home = Home::new("soak");
@@ -170,7 +150,7 @@ pub fn run(options: Options) -> ExitCode {
         .unwrap();
     let totals = Arc::new(Totals::default());
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
-    let cpu_before = cpu_seconds(node.pid());
+    let cpu_before = procfs::cpu_seconds(node.pid());
 
     let identity = Arc::new(cmdop_certs::Identity::load_or_create(&home.path, "client").unwrap());
     let sessions: Vec<(uuid::Uuid, String)> = runtime.block_on(async {
@@ -316,8 +296,8 @@ pub fn run(options: Options) -> ExitCode {
         }
         reports.push(runtime.block_on(worker).unwrap());
     }
-    let cpu = cpu_seconds(node.pid()) - cpu_before;
-    let peak_kib = proc_field(node.pid(), "VmHWM:").unwrap_or(0);
+    let cpu = procfs::cpu_seconds(node.pid()) - cpu_before;
+    let peak_kib = procfs::status_kib(node.pid(), "VmHWM:").unwrap_or(0);
     let elapsed = started.elapsed();
     drop(node);
 
