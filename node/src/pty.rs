@@ -26,7 +26,7 @@ pub struct SpawnedPty {
     pub writer: Box<dyn Write + Send>,
     /// Resize, foreground process, hang-up.
     pub control: Box<dyn PtyControl>,
-    /// Waits for the program to exit.
+    /// The program's exit status, once it has one.
     pub child: Box<dyn ChildWaiter>,
     /// The program's process id (also its process group and session id).
     pub pid: Option<u32>,
@@ -40,10 +40,11 @@ pub trait PtyControl: Send {
     fn foreground_pid(&self) -> Option<u32>;
 }
 
-/// Waiting for the program's exit.
+/// The program's exit.
 pub trait ChildWaiter: Send {
-    /// Blocks until the program exits; returns its exit code (128 + signal if killed).
-    fn wait(&mut self) -> io::Result<i32>;
+    /// The exit code (128 + signal if killed) if the program has exited, reaping it; None while
+    /// it runs. Never blocks.
+    fn try_wait(&mut self) -> io::Result<Option<i32>>;
 }
 
 /// Something that spawns programs on PTYs.
@@ -110,12 +111,14 @@ impl PtyControl for NativeControl {
 struct NativeChild(Box<dyn portable_pty::Child + Send + Sync>);
 
 impl ChildWaiter for NativeChild {
-    fn wait(&mut self) -> io::Result<i32> {
-        let status = self.0.wait()?;
+    fn try_wait(&mut self) -> io::Result<Option<i32>> {
+        let Some(status) = self.0.try_wait()? else {
+            return Ok(None);
+        };
         if let Some(signal) = status.signal() {
-            return Ok(128 + signal_number(signal));
+            return Ok(Some(128 + signal_number(signal)));
         }
-        Ok(i32::try_from(status.exit_code()).unwrap_or(i32::MAX))
+        Ok(Some(i32::try_from(status.exit_code()).unwrap_or(i32::MAX)))
     }
 }
 

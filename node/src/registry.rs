@@ -131,6 +131,8 @@ impl Registry {
             }
             map.insert(session.id, session.clone());
         }
+        // A shell that died before it was registered sent its SIGCHLD too early to be seen.
+        session.poll_exit();
         tracing::info!(session = %session.id, pid = ?session.pid, "session created");
         self.changed.notify_one();
         Ok(session)
@@ -230,6 +232,29 @@ impl Registry {
     /// Call after a change that may move an expiry (detach, TTL-relevant activity).
     pub fn touch(&self) {
         self.changed.notify_one();
+    }
+
+    /// Notices programs' exits until `shutdown`: on every SIGCHLD, each running session checks
+    /// its own child (one task for the node instead of a thread per session).
+    pub async fn run_child_watcher(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut children =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::error!("cannot watch for exiting shells: {e}");
+                    return;
+                }
+            };
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                signal = children.recv() => if signal.is_none() { return },
+            }
+            for session in self.all() {
+                session.poll_exit();
+            }
+        }
     }
 
     /// Expires idle sessions until `shutdown`: sleeps until the earliest deadline.

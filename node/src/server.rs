@@ -169,6 +169,11 @@ impl Node {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
         tasks.spawn(self.registry.clone().run_reaper(shutdown.child_token()));
+        tasks.spawn(
+            self.registry
+                .clone()
+                .run_child_watcher(shutdown.child_token()),
+        );
         let handshakes = Arc::new(AtomicUsize::new(0));
         let mut refused_handshakes = 0u64;
         let mut last_refusal_log = None;

@@ -6,10 +6,13 @@
 //!   counter, which wakes every attachment; nothing is queued per client, so a slow client
 //!   never blocks the reader;
 //! - a dedicated writer thread drains a bounded channel of input into the PTY;
-//! - a waiter thread records the exit code and bumps the same counter.
+//! - the exit is noticed without a thread of its own: the registry's SIGCHLD watcher asks every
+//!   session ([`Session::poll_exit`]), which records the exit code and bumps the same counter.
 
 use crate::proto::{SessionInfo, SessionState, WinSize};
-use crate::pty::{hang_up_group, kill_group, process_cwd, PtyControl, SpawnSpec, SpawnedPty};
+use crate::pty::{
+    hang_up_group, kill_group, process_cwd, ChildWaiter, PtyControl, SpawnSpec, SpawnedPty,
+};
 use crate::ringbuf::RingBuffer;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -76,6 +79,8 @@ pub struct Session {
     changed: watch::Sender<u64>,
     input: mpsc::Sender<Vec<u8>>,
     control: Mutex<Box<dyn PtyControl>>,
+    /// The program until it has been reaped.
+    child: Mutex<Option<Box<dyn ChildWaiter>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -106,7 +111,7 @@ impl Session {
             mut reader,
             mut writer,
             control,
-            mut child,
+            child,
             pid,
         } = spawned;
         let mut ring = RingBuffer::new(ring_capacity);
@@ -139,6 +144,7 @@ impl Session {
             changed,
             input,
             control: Mutex::new(control),
+            child: Mutex::new(Some(child)),
         });
 
         let weak = Arc::downgrade(&session);
@@ -182,18 +188,24 @@ impl Session {
                 }
             }),
         );
-        let waiter_session = weak;
-        spawn(
-            format!("pty-wait-{}", session.id),
-            Box::new(move || {
-                let code = child.wait().unwrap_or(-1);
-                if let Some(session) = waiter_session.upgrade() {
-                    session.lock().exit_code = Some(code);
-                    session.bump();
-                }
-            }),
-        );
+        drop(weak);
         session
+    }
+
+    /// Records the program's exit if it has exited (reaping it). Called on SIGCHLD for every
+    /// session; cheap when nothing changed.
+    pub fn poll_exit(&self) {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(waiter) = child.as_mut() else { return };
+        let code = match waiter.try_wait() {
+            Ok(None) => return,
+            Ok(Some(code)) => code,
+            Err(_) => -1,
+        };
+        *child = None;
+        drop(child);
+        self.lock().exit_code = Some(code);
+        self.bump();
     }
 
     /// The session's mutable state.
@@ -300,12 +312,26 @@ impl Session {
             return;
         }
         hang_up_group(pid);
+        let child = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
         let _ = std::thread::Builder::new()
             .name("pty-reap".into())
             .spawn(move || {
-                // Programs that ignore SIGHUP get SIGKILL; a group already gone only yields ESRCH.
-                std::thread::sleep(Duration::from_secs(2));
+                // Give the group two seconds to leave on SIGHUP, then insist; reap the shell
+                // either way (the session is gone from the registry, so nothing else will).
+                let Some(mut child) = child else { return };
+                for _ in 0..40 {
+                    if !matches!(child.try_wait(), Ok(None)) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 kill_group(pid);
+                for _ in 0..40 {
+                    if !matches!(child.try_wait(), Ok(None)) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             });
     }
 }
