@@ -144,11 +144,12 @@ pub async fn find_session(
     }
     let unreachable: Vec<String> = offline
         .iter()
-        // No local node is no news; a local node that refused us is.
+        // No local node at all is no news (the port is free, see `Context::probe`); a local
+        // node that did not answer or refused us is.
         .filter(|(name, e)| {
             host.is_some()
                 || name != crate::context::LOCAL_HOST
-                || !matches!(e, ClientError::Offline { .. })
+                || !matches!(e, ClientError::Offline { timeout, .. } if timeout.is_zero())
         })
         .map(|(name, e)| format!("{name}: {e}"))
         .collect();

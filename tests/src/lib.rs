@@ -174,7 +174,7 @@ impl NodeProcess {
         for line in node_config.lines() {
             config.push_str(&format!("  {line}\n"));
         }
-        config.push_str("client:\n  connect_timeout: 5s\n");
+        config.push_str("client:\n  connect_timeout: 10s\n");
         home.write_config(&config);
         Self::spawn(home, port)
     }

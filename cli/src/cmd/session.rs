@@ -433,8 +433,10 @@ async fn list(context: &Context, host: Option<String>, json: bool) -> anyhow::Re
             Ok(list) => sessions.extend(list.into_iter().map(|s| (listing.target.name.clone(), s))),
             // Without a local node there is nothing local to list; that is not worth a warning
             // unless the user asked for that host.
-            Err(cmdop_node::client::ClientError::Offline { .. })
-                if host.is_none() && listing.target.name == crate::context::LOCAL_HOST => {}
+            Err(cmdop_node::client::ClientError::Offline { timeout, .. })
+                if timeout.is_zero()
+                    && host.is_none()
+                    && listing.target.name == crate::context::LOCAL_HOST => {}
             Err(e) => offline.push((listing.target.name.clone(), e.to_string())),
         }
     }
@@ -498,8 +500,10 @@ async fn destroy_idle(
             .await
         {
             Ok(client) => client,
-            Err(cmdop_node::client::ClientError::Offline { .. })
-                if host.is_none() && target.name == crate::context::LOCAL_HOST =>
+            Err(cmdop_node::client::ClientError::Offline { timeout, .. })
+                if timeout.is_zero()
+                    && host.is_none()
+                    && target.name == crate::context::LOCAL_HOST =>
             {
                 continue
             }

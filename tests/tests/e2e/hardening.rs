@@ -249,8 +249,8 @@ fn garbage_and_half_open_handshakes_do_not_disturb_a_working_client() {
     term.expect("# ", Duration::from_secs(10));
     let addr: std::net::SocketAddr = node.addr().parse().unwrap();
     let flooder = std::thread::spawn(move || {
-        for _ in 0..5 {
-            flood(addr, 200, 4000);
+        for _ in 0..3 {
+            flood(addr, 100, 4000);
         }
     });
     let started = Instant::now();
