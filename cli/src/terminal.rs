@@ -164,11 +164,12 @@ pub async fn run(
     };
     let mut attachment = Attachment::open(context.dialer()?, client, spec).await?;
     let info = attachment.info.clone();
-    let label = info
-        .name
-        .clone()
-        .unwrap_or_else(|| info.id.to_string()[..8].to_string());
-    let short = info.id.to_string()[..8].to_string();
+    // "deploy (01a21a57)" for a named session, "01a21a57-8295" for an unnamed one.
+    let id = info.id.to_string();
+    let label = match &info.name {
+        Some(name) => format!("{name} ({})", &id[..8]),
+        None => id[..13].to_string(),
+    };
     let reattach_arg = info.name.clone().unwrap_or_else(|| info.id.to_string());
     let mut transcript = match std::env::var_os("CMDOP_TRANSCRIPT") {
         // It holds everything the terminal showed: owner-only, like the rest of cmdop's secrets.
@@ -267,17 +268,17 @@ pub async fn run(
     match end {
         End::Detached => {
             eprintln!(
-                "\r\ndetached from session {label} ({short}); reattach with: cmdop connect {} --session {reattach_arg}",
+                "\r\ndetached from session {label}; reattach with: cmdop connect {} --session {reattach_arg}",
                 target.name
             );
             Ok(ExitCode::SUCCESS)
         }
         End::Exited(code) => {
-            eprintln!("\r\nsession {label} ({short}) ended: the shell exited with code {code}");
+            eprintln!("\r\nsession {label} ended: the shell exited with code {code}");
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         End::Kicked(reason) => {
-            eprintln!("\r\ndetached from session {label} ({short}): {reason}");
+            eprintln!("\r\ndetached from session {label}: {reason}");
             Ok(ExitCode::SUCCESS)
         }
         End::Gone(message) => Err(anyhow!("{message}")),
