@@ -239,17 +239,18 @@ impl Dialer {
             .ok()
             .and_then(|s| s.clone())
             .ok_or_else(|| ClientError::Setup("the node presented no key".into()))?;
+        let key_changed = |pinned: Fingerprint| {
+            connection.close(close_code::DONE.into(), b"node key changed");
+            ClientError::KeyChanged {
+                name: target.name.clone(),
+                addr: target.addr.clone(),
+                pinned,
+                presented: presented.clone(),
+            }
+        };
         let newly_pinned = match known.check(&pin_key, &presented) {
             PinCheck::Match => false,
-            PinCheck::Changed { pinned } => {
-                connection.close(close_code::DONE.into(), b"node key changed");
-                return Err(ClientError::KeyChanged {
-                    name: target.name.clone(),
-                    addr: target.addr.clone(),
-                    pinned,
-                    presented,
-                });
-            }
+            PinCheck::Changed { pinned } => return Err(key_changed(pinned)),
             PinCheck::Unknown => true,
         };
         let remaining = self
@@ -288,15 +289,7 @@ impl Dialer {
                 .map_err(|e| ClientError::Setup(e.to_string()))?;
             match known.check(&pin_key, &presented) {
                 PinCheck::Match => {}
-                PinCheck::Changed { pinned } => {
-                    connection.close(close_code::DONE.into(), b"node key changed");
-                    return Err(ClientError::KeyChanged {
-                        name: target.name.clone(),
-                        addr: target.addr.clone(),
-                        pinned,
-                        presented,
-                    });
-                }
+                PinCheck::Changed { pinned } => return Err(key_changed(pinned)),
                 PinCheck::Unknown => known.insert(&pin_key, presented.clone()).map_err(|e| {
                     ClientError::Setup(format!("cannot write {}: {e}", self.known_nodes.display()))
                 })?,
