@@ -93,6 +93,7 @@ pub async fn find_session(
     let mut named = Vec::new();
     let mut prefixed = Vec::new();
     let mut offline = Vec::new();
+    let mut seen = Vec::new();
     for listing in listings {
         let sessions = match listing.result {
             Ok(sessions) => sessions,
@@ -102,6 +103,12 @@ pub async fn find_session(
             }
         };
         for session in sessions {
+            seen.push(
+                session
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| session.id.to_string()[..13].to_string()),
+            );
             let found = || Found {
                 target: listing.target.clone(),
                 session: session.clone(),
@@ -157,7 +164,14 @@ pub async fn find_session(
         bail!("cannot look up '{query}' on {name}: {e}");
     }
     if unreachable.is_empty() {
-        bail!("no session matches '{query}'; list them with 'cmdop session list'")
+        if seen.is_empty() {
+            bail!("no session matches '{query}': there are no sessions; create one with 'cmdop session create HOST'");
+        }
+        seen.truncate(10);
+        bail!(
+            "no session matches '{query}' (sessions: {}); list them with 'cmdop session list'",
+            seen.join(", ")
+        )
     }
     bail!(
         "no session matches '{query}' on the reachable hosts; unreachable: {}",

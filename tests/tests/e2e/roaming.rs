@@ -236,8 +236,8 @@ fn ringbuffer_overflow_during_a_blackout_is_reported_and_the_rest_is_exact() {
 fn node_restart_is_reported_promptly() {
     let roam = Roaming::new("roam-restart", "", Impairments::default());
     let mut term = roam.connect_with_prompt(&["--name", "mortal"]);
-    term.type_line("echo alive");
-    term.expect("alive", WAIT);
+    term.type_line("echo alive-$((1+2))");
+    term.expect("alive-3", WAIT);
     let port = roam.node.port;
     let mut node = roam.node;
     node.crash();

@@ -45,8 +45,10 @@ fn second_attach_is_refused_and_takeover_wins() {
     let home = Home::new("term-takeover");
     let _node = NodeProcess::start(&home, free_port(), "");
     let mut first = connect(&home, &["--name", "shared"]);
-    first.type_line("echo first-here");
-    first.expect("first-here", WAIT);
+    // Markers are computed by the remote shell, so the local echo of the typed line (before
+    // the client enters raw mode) cannot satisfy them.
+    first.type_line("echo first-$((1+1))");
+    first.expect("first-2", WAIT);
 
     let mut refused = connect(&home, &["--session", "shared"]);
     assert_eq!(refused.wait_exit(WAIT), Some(1));
@@ -57,11 +59,11 @@ fn second_attach_is_refused_and_takeover_wins() {
     );
 
     let mut second = connect(&home, &["--session", "shared", "--takeover"]);
-    second.expect("first-here", WAIT);
+    second.expect("first-2", WAIT);
     assert_eq!(first.wait_exit(WAIT), Some(0));
     first.expect("taken over by client", WAIT);
-    second.type_line("echo second-here");
-    second.expect("second-here", WAIT);
+    second.type_line("echo second-$((2+2))");
+    second.expect("second-4", WAIT);
     second.type_bytes(b"\x04");
     assert_eq!(second.wait_exit(WAIT), Some(0));
 }
@@ -71,10 +73,10 @@ fn read_only_viewer_sees_output_but_cannot_type() {
     let home = Home::new("term-viewer");
     let _node = NodeProcess::start(&home, free_port(), "");
     let mut owner = connect(&home, &["--name", "watched"]);
-    owner.type_line("echo ready");
-    owner.expect("ready", WAIT);
+    owner.type_line("echo ready-$((3+3))");
+    owner.expect("ready-6", WAIT);
     let mut viewer = connect(&home, &["--session", "watched", "--read-only"]);
-    viewer.expect("ready", WAIT);
+    viewer.expect("ready-6", WAIT);
     viewer.type_line("echo viewer-typed-$((3*3))");
     owner.type_line("echo owner-typed-$((2*2))");
     viewer.expect("owner-typed-4", WAIT);
@@ -156,4 +158,64 @@ fn output_printed_just_before_the_shell_exits_is_shown() {
 fn tail_text(term: &Terminal) -> String {
     let text: Vec<char> = term.text().chars().collect();
     text[text.len().saturating_sub(2000)..].iter().collect()
+}
+
+#[test]
+fn session_attach_interactive_opens_the_named_session() {
+    let home = Home::new("term-attach-i");
+    let _node = NodeProcess::start(&home, free_port(), "");
+    home.cmdop(&["session", "create", "local", "--name", "named"])
+        .ok();
+    home.cmdop(&["session", "send", "named", r"echo before-attach-$((3+4))\n"])
+        .ok();
+    let mut term = Terminal::spawn(
+        &bin("cmdop"),
+        &["session", "attach", "named", "--interactive"],
+        &home.path,
+        30,
+        100,
+    );
+    term.expect("before-attach-7", WAIT);
+    term.type_line("echo inside-$((8*8))");
+    term.expect("inside-64", WAIT);
+    term.type_bytes(b"\x04");
+    assert_eq!(term.wait_exit(WAIT), Some(0));
+    term.expect("detached from session named", WAIT);
+}
+
+#[test]
+fn the_detach_key_is_configurable_and_a_literal_ctrl_d_can_be_sent() {
+    let home = Home::new("term-keys");
+    let node = NodeProcess::start(&home, free_port(), "");
+    // The harness wrote node settings; add the client's detach key.
+    let config = std::fs::read_to_string(home.path.join("config.yaml")).unwrap();
+    home.write_config(&config.replace("client:\n", "client:\n  detach_key: ctrl-q\n"));
+    let _ = &node;
+    let mut term = connect(&home, &[]);
+    // Ctrl+D is an ordinary key now: it ends `cat`, not the attachment.
+    term.type_line("cat; echo cat-ended-$((1+1))");
+    std::thread::sleep(Duration::from_millis(300));
+    term.type_bytes(b"\x04");
+    term.expect("cat-ended-2", WAIT);
+    // With the default key, Ctrl+] then Ctrl+D sends a literal Ctrl+D; here Ctrl+] Ctrl+Q sends
+    // a literal Ctrl+Q (a no-op for the shell), and the client stays attached.
+    term.type_bytes(b"\x1d\x11");
+    term.type_line("echo still-here-$((5+5))");
+    term.expect("still-here-10", WAIT);
+    term.type_bytes(b"\x11");
+    assert_eq!(term.wait_exit(WAIT), Some(0));
+    term.expect("detached from session", WAIT);
+}
+
+#[test]
+fn ctrl_bracket_then_ctrl_d_sends_a_literal_ctrl_d() {
+    let home = Home::new("term-literal");
+    let _node = NodeProcess::start(&home, free_port(), "");
+    let mut term = connect(&home, &[]);
+    term.type_line("cat; echo literal-worked-$((9+9))");
+    std::thread::sleep(Duration::from_millis(300));
+    term.type_bytes(b"\x1d\x04");
+    term.expect("literal-worked-18", WAIT);
+    term.type_bytes(b"\x04");
+    assert_eq!(term.wait_exit(WAIT), Some(0));
 }
