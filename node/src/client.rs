@@ -105,10 +105,6 @@ pub struct NodeClient {
     pub host: String,
     /// The node's key.
     pub fingerprint: Fingerprint,
-    /// Whether this dial pinned the node's key for the first time.
-    pub newly_pinned: bool,
-    /// Time from dialing to the node's welcome.
-    pub connect_time: Duration,
     /// The target dialed.
     pub target: Target,
 }
@@ -151,11 +147,6 @@ impl Dialer {
     /// The local endpoint (for rebinding after a network change).
     pub fn endpoint(&self) -> &quinn::Endpoint {
         &self.endpoint
-    }
-
-    /// This client's identity.
-    pub fn identity(&self) -> &Identity {
-        &self.identity
     }
 
     /// Resolves a target's address.
@@ -301,8 +292,6 @@ impl Dialer {
             recv,
             host,
             fingerprint: presented,
-            newly_pinned,
-            connect_time: started.elapsed(),
             target: target.clone(),
         })
     }

@@ -58,6 +58,18 @@ impl Home {
         std::fs::write(self.path.join("config.yaml"), text).unwrap();
     }
 
+    /// A dialer with this home's client identity and pins. Call it inside a tokio runtime
+    /// (the QUIC endpoint needs one).
+    pub fn dialer(&self, timeout: Duration) -> cmdop_node::client::Dialer {
+        let identity = cmdop_certs::Identity::load_or_create(&self.path, "client").unwrap();
+        cmdop_node::client::Dialer::new(
+            std::sync::Arc::new(identity),
+            self.path.join("known_nodes"),
+            timeout,
+        )
+        .unwrap()
+    }
+
     /// Runs `cmdop` with this home.
     pub fn cmdop(&self, args: &[&str]) -> Run {
         Run::of(
@@ -215,6 +227,14 @@ impl NodeProcess {
     /// `127.0.0.1:port`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The node as a dial target called `name`.
+    pub fn target(&self, name: &str) -> cmdop_node::client::Target {
+        cmdop_node::client::Target {
+            name: name.into(),
+            addr: self.addr(),
+        }
     }
 
     /// What the node logged.

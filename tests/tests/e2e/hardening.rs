@@ -73,15 +73,7 @@ fn broken_config_is_reported_with_file_line_and_expected_form() {
 }
 
 fn dialer(home: &Home, runtime: &tokio::runtime::Runtime) -> Dialer {
-    let identity = Arc::new(cmdop_certs::Identity::load_or_create(&home.path, "client").unwrap());
-    runtime.block_on(async {
-        Dialer::new(
-            identity,
-            home.path.join("known_nodes"),
-            Duration::from_secs(3),
-        )
-        .unwrap()
-    })
+    runtime.block_on(async { home.dialer(Duration::from_secs(3)) })
 }
 
 #[test]
@@ -328,12 +320,7 @@ fn limits_are_enforced_with_errors_that_name_them() {
         let other = Home::new("limits-other");
         let fp = other.cmdop(&["id"]).ok();
         home.cmdop_node(&["authorize", fp.trim()]).ok();
-        let other_dialer = Dialer::new(
-            Arc::new(cmdop_certs::Identity::load_or_create(&other.path, "client").unwrap()),
-            other.path.join("known_nodes"),
-            Duration::from_secs(3),
-        )
-        .unwrap();
+        let other_dialer = other.dialer(Duration::from_secs(3));
         other_dialer.connect(&target, None).await.unwrap();
     });
 }

@@ -225,17 +225,8 @@ fn garbage_on_the_control_stream_closes_only_that_connection() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let identity = cmdop_certs::Identity::load_or_create(&home.path, "client").unwrap();
-        let dialer = cmdop_node::client::Dialer::new(
-            std::sync::Arc::new(identity),
-            home.path.join("known_nodes"),
-            Duration::from_secs(3),
-        )
-        .unwrap();
-        let target = cmdop_node::client::Target {
-            name: "local".into(),
-            addr: node.addr(),
-        };
+        let dialer = home.dialer(Duration::from_secs(3));
+        let target = node.target("local");
         for garbage in [
             // A frame whose body is not CBOR.
             vec![0, 0, 0, 4, 0xff, 0xfe, 0xfd, 0xfc],

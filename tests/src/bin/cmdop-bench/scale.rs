@@ -3,10 +3,8 @@
 //! them all; and the same for a tmux server with 1,000 sessions when tmux is installed.
 
 use cmdop_e2e::{free_port, procfs, Home, NodeProcess};
-use cmdop_node::client::{Dialer, Target};
 use cmdop_node::proto::{CreateSession, Reply, Request};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SESSIONS: usize = 1000;
@@ -69,20 +67,11 @@ fn cmdop_figures() -> Figures {
         &format!("max_sessions: {}", SESSIONS + 10),
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let identity = Arc::new(cmdop_certs::Identity::load_or_create(&home.path, "client").unwrap());
     let pid = node.pid();
     eprintln!("creating {SESSIONS} cmdop sessions...");
     let (base_kib, after_kib, ring_bytes, idle, list_ms) = runtime.block_on(async {
-        let dialer = Dialer::new(
-            identity,
-            home.path.join("known_nodes"),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        let target = Target {
-            name: "local".into(),
-            addr: node.addr(),
-        };
+        let dialer = home.dialer(Duration::from_secs(5));
+        let target = node.target("local");
         let mut client = dialer.connect(&target, None).await.unwrap();
         // Warm up: one session, so the baseline includes the runtime and one connection.
         let _ = client

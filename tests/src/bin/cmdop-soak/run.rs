@@ -154,16 +154,8 @@ pub fn run(options: Options) -> ExitCode {
 
     let identity = Arc::new(cmdop_certs::Identity::load_or_create(&home.path, "client").unwrap());
     let sessions: Vec<(uuid::Uuid, String)> = runtime.block_on(async {
-        let dialer = Dialer::new(
-            identity.clone(),
-            home.path.join("known_nodes"),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        let target = Target {
-            name: "local".into(),
-            addr: node.addr(),
-        };
+        let dialer = home.dialer(Duration::from_secs(5));
+        let target = node.target("local");
         let mut client = dialer.connect(&target, None).await.unwrap();
         let Reply::Sessions(list) = client.request(&Request::List).await.unwrap() else {
             panic!("list")
