@@ -8,7 +8,7 @@
 //! - `invites`: one `TOKEN EXPIRES_UNIX_SECONDS` per line, mode 0600; a token is removed when used.
 
 use crate::files::write_atomic;
-use crate::fingerprint::Fingerprint;
+use crate::Fingerprint;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -105,6 +105,9 @@ impl AuthorizedClients {
 /// Serializes reading and rewriting invite files within this process.
 static INVITES_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// What every invite token starts with (never `-`, so it is never mistaken for an option).
+pub const TOKEN_PREFIX: &str = "inv_";
+
 /// One-time invite tokens.
 #[derive(Debug, Clone)]
 pub struct Invites {
@@ -160,10 +163,14 @@ impl Invites {
     pub fn issue(&self, now_unix: u64, expires_unix: u64) -> io::Result<String> {
         let _guard = INVITES_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         use base64::Engine;
-        use rand::RngCore;
         let mut bytes = [0u8; 24];
-        rand::thread_rng().fill_bytes(&mut bytes);
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        crate::random::fill(&mut bytes)?;
+        // A fixed prefix: a bare URL-safe base64 token starts with '-' one time in 64, which a
+        // command line would take for an option.
+        let token = format!(
+            "{TOKEN_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        );
         let mut invites: Vec<_> = self
             .read()?
             .into_iter()
@@ -243,6 +250,18 @@ mod tests {
         assert_eq!(invites.redeem(&token, 150), Err(InviteError::Unknown));
         let late = invites.issue(100, 200).unwrap();
         assert_eq!(invites.redeem(&late, 300), Err(InviteError::Expired));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tokens_never_look_like_options() {
+        let dir = home("tokens");
+        let invites = Invites::new(&dir);
+        for _ in 0..300 {
+            let token = invites.issue(100, 200).unwrap();
+            assert!(token.starts_with(TOKEN_PREFIX), "{token}");
+            assert!(!token.starts_with('-'), "{token}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

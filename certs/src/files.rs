@@ -28,12 +28,13 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     // planted symlink), so a shared directory cannot redirect the write.
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let unique = {
-        use rand::RngCore;
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut bytes = [0u8; 8];
+        crate::random::fill(&mut bytes)?;
         format!(
             "{}.{n}.{:016x}",
             std::process::id(),
-            rand::thread_rng().next_u64()
+            u64::from_le_bytes(bytes)
         )
     };
     let tmp = dir.join(format!(".{}.tmp.{unique}", file_name.to_string_lossy()));

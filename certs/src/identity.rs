@@ -2,7 +2,8 @@
 //! directory (`<name>.key` mode 0600, `<name>.crt`), created on first use.
 
 use crate::files::{ensure_private_dir, is_exposed, write_atomic};
-use crate::fingerprint::Fingerprint;
+use crate::Fingerprint;
+use rcgen::PublicKeyData;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::path::{Path, PathBuf};
 
@@ -124,7 +125,7 @@ impl Identity {
         // A missing or foreign certificate is re-issued for the key; the fingerprint, which
         // hashes only the public key, stays the same.
         let matches = Fingerprint::of_certificate(&cert_der)
-            .is_ok_and(|fp| fp == Fingerprint::of_spki(&key.public_key_der()));
+            .is_ok_and(|fp| fp == Fingerprint::of_spki(&key.subject_public_key_info()));
         if !matches {
             let name = key_path
                 .file_stem()
@@ -227,5 +228,24 @@ mod tests {
         assert!(matches!(err, IdentityError::KeyExposed(_)), "{err}");
         assert!(err.to_string().contains("chmod 600"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+    #[test]
+    fn fingerprint_of_a_certificate_is_its_key_s() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["cmdop".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let from_cert = Fingerprint::of_certificate(cert.der()).unwrap();
+        assert_eq!(
+            from_cert,
+            Fingerprint::of_spki(&key.subject_public_key_info())
+        );
+        // Re-issuing a certificate for the same key keeps the fingerprint.
+        let again = rcgen::CertificateParams::new(vec!["other".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(Fingerprint::of_certificate(again.der()).unwrap(), from_cert);
     }
 }

@@ -2,7 +2,7 @@
 //! `$CMDOP_HOME/known_nodes`, like OpenSSH's `known_hosts`.
 
 use crate::files::write_atomic;
-use crate::fingerprint::Fingerprint;
+use crate::Fingerprint;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@
 //!   node checks the fingerprint against its authorized list after the handshake, so that it can
 //!   send a refusal that names the fingerprint instead of a bare TLS alert.
 
-use crate::fingerprint::Fingerprint;
+use crate::Fingerprint;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};

@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Context as _};
 use cmdop_certs::Identity;
-use cmdop_node::client::{ClientError, Dialer, NodeClient, Target};
-use cmdop_node::config::Config;
-use cmdop_node::home::CLIENT_IDENTITY;
+use cmdop_client::dial::{ClientError, Dialer, NodeClient, Target};
+use cmdop_client::home::CLIENT_IDENTITY;
+use cmdop_proto::config::Config;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -22,11 +22,48 @@ pub struct Context {
     dialer: OnceLock<Arc<Dialer>>,
 }
 
+/// Connects to hosts without starting anything (for probes and listings). It owns what it
+/// needs, so probes can run as tasks of their own.
+#[derive(Clone)]
+pub struct Prober {
+    dialer: Arc<Dialer>,
+    local_addr: String,
+}
+
+impl Prober {
+    /// Whether no process holds the local node's UDP port: then no local node runs, and there
+    /// is no need to wait for a handshake to time out.
+    fn local_port_free(&self, target: &Target) -> bool {
+        target.name == LOCAL_HOST && std::net::UdpSocket::bind(&self.local_addr).is_ok()
+    }
+
+    /// Connects to `target` within `timeout`; a local host without a node is offline at once,
+    /// with a zero timeout.
+    pub async fn probe(
+        &self,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<NodeClient, ClientError> {
+        let offline = |timeout| ClientError::Offline {
+            name: target.name.clone(),
+            addr: target.addr.clone(),
+            timeout,
+        };
+        if self.local_port_free(target) {
+            return Err(offline(Duration::ZERO));
+        }
+        match tokio::time::timeout(timeout, self.dialer.connect(target, None)).await {
+            Ok(result) => result,
+            Err(_) => Err(offline(timeout)),
+        }
+    }
+}
+
 impl Context {
     /// Loads the config (a broken config is an error, not a silent default).
     pub fn load() -> anyhow::Result<Self> {
-        let home = cmdop_node::home::cmdop_home();
-        let config = Config::load(&home)?;
+        let home = cmdop_client::home::cmdop_home();
+        let config = cmdop_client::home::load_config(&home)?;
         Ok(Context {
             home,
             config,
@@ -55,14 +92,7 @@ impl Context {
 
     /// The address of the local node.
     pub fn local_addr(&self) -> String {
-        let port = self
-            .config
-            .node
-            .listen
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse::<u16>().ok())
-            .unwrap_or(cmdop_node::proto::DEFAULT_PORT);
-        format!("127.0.0.1:{port}")
+        format!("127.0.0.1:{}", self.config.node.listen.port())
     }
 
     /// Every known host: `local` first, then the configured ones by name.
@@ -76,7 +106,7 @@ impl Context {
         }
         targets.extend(self.config.hosts.iter().map(|(name, entry)| Target {
             name: name.clone(),
-            addr: entry.addr.clone(),
+            addr: entry.addr.to_string(),
         }));
         targets
     }
@@ -93,25 +123,48 @@ impl Context {
         )
     }
 
-    /// Whether no process holds the local node's UDP port: then no local node runs, and there
-    /// is no need to wait for a handshake to time out.
-    fn local_port_free(&self, target: &Target) -> bool {
-        target.name == LOCAL_HOST && std::net::UdpSocket::bind(self.local_addr()).is_ok()
+    /// A prober; failing to set up the dialer is a [`ClientError::Setup`].
+    pub fn prober(&self) -> Result<Prober, ClientError> {
+        let dialer = self
+            .dialer()
+            .map_err(|e| ClientError::setup(e.to_string()))?;
+        Ok(Prober {
+            dialer,
+            local_addr: self.local_addr(),
+        })
+    }
+
+    /// Connects without starting anything, with a short timeout (for probes and listings).
+    pub async fn probe(
+        &self,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<NodeClient, ClientError> {
+        self.prober()?.probe(target, timeout).await
     }
 
     /// Connects to a host; the local host's node is started if none is running.
     pub async fn connect(&self, target: &Target) -> anyhow::Result<NodeClient> {
         let dialer = self.dialer()?;
-        if self.local_port_free(target) {
-            crate::localnode::start(self).await?;
+        if self.prober()?.local_port_free(target) {
+            self.start_local_node().await?;
         }
         match dialer.connect(target, None).await {
             Err(ClientError::Offline { .. }) if target.name == LOCAL_HOST => {
-                crate::localnode::start(self).await?;
+                self.start_local_node().await?;
                 Ok(dialer.connect(target, None).await?)
             }
             result => Ok(result?),
         }
+    }
+
+    /// Starts the local node and waits until it answers a probe.
+    async fn start_local_node(&self) -> anyhow::Result<()> {
+        let prober = self.prober()?;
+        let target = self.target(LOCAL_HOST)?;
+        let timeout = Duration::from_millis(300);
+        let answers = async || prober.probe(&target, timeout).await.is_ok();
+        crate::localnode::start(&self.home, &self.local_addr(), answers).await
     }
 
     /// Sends the close frames of every connection this invocation opened, so the nodes forget
@@ -121,32 +174,6 @@ impl Context {
             let endpoint = dialer.endpoint();
             endpoint.close(0u32.into(), b"done");
             let _ = tokio::time::timeout(Duration::from_millis(250), endpoint.wait_idle()).await;
-        }
-    }
-
-    /// Connects without starting anything, with a short timeout (for probes and listings).
-    pub async fn probe(
-        &self,
-        target: &Target,
-        timeout: Duration,
-    ) -> Result<NodeClient, ClientError> {
-        let dialer = self
-            .dialer()
-            .map_err(|e| ClientError::Setup(e.to_string()))?;
-        if self.local_port_free(target) {
-            return Err(ClientError::Offline {
-                name: target.name.clone(),
-                addr: target.addr.clone(),
-                timeout: Duration::ZERO,
-            });
-        }
-        match tokio::time::timeout(timeout, dialer.connect(target, None)).await {
-            Ok(result) => result,
-            Err(_) => Err(ClientError::Offline {
-                name: target.name.clone(),
-                addr: target.addr.clone(),
-                timeout,
-            }),
         }
     }
 }

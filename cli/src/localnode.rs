@@ -1,11 +1,13 @@
 //! Starting a node on this machine when none runs, as tmux starts its server: the CLI launches
 //! `cmdop-node` in the background (its own session, log in `$CMDOP_HOME/node.log`) and waits
 //! until it answers.
+//!
+//! It takes plain values (the state directory, the address to listen on, and a probe that says
+//! whether the node answers), not the CLI's context.
 
-use crate::context::Context;
 use anyhow::{bail, Context as _};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,10 +20,15 @@ fn node_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("cmdop-node"))
 }
 
-/// Starts a local node and waits until it accepts connections.
-pub async fn start(context: &Context) -> anyhow::Result<()> {
-    cmdop_certs::files::ensure_private_dir(&context.home)?;
-    let log_path = context.home.join("node.log");
+/// Starts a local node in `home`, listening on `listen`, and waits until `answers` says it
+/// accepts connections.
+pub async fn start(
+    home: &Path,
+    listen: &str,
+    answers: impl AsyncFn() -> bool,
+) -> anyhow::Result<()> {
+    cmdop_certs::files::ensure_private_dir(home)?;
+    let log_path = home.join("node.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -31,15 +38,19 @@ pub async fn start(context: &Context) -> anyhow::Result<()> {
     let mut command = Command::new(&binary);
     command
         .arg("--listen")
-        .arg(format!("127.0.0.1:{}", port_of(&context.local_addr())))
+        .arg(listen)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; the child leaves our session so that closing this
-    // terminal does not hang the node up.
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: setsid is one (a plain system call, no allocation,
+    // no locks). The child leaves our session so that closing this terminal does not hang the
+    // node up.
     unsafe {
         command.pre_exec(|| {
-            libc::setsid();
+            // A fresh child is never a process group leader, so this cannot fail; should it,
+            // the node still runs, only in our session.
+            let _ = rustix::process::setsid();
             Ok(())
         });
     }
@@ -53,7 +64,6 @@ pub async fn start(context: &Context) -> anyhow::Result<()> {
         "cmdop: started a local cmdop-node (log: {})",
         log_path.display()
     );
-    let target = context.target(crate::context::LOCAL_HOST)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -62,11 +72,7 @@ pub async fn start(context: &Context) -> anyhow::Result<()> {
                 log_path.display()
             );
         }
-        if context
-            .probe(&target, Duration::from_millis(300))
-            .await
-            .is_ok()
-        {
+        if answers().await {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -75,10 +81,4 @@ pub async fn start(context: &Context) -> anyhow::Result<()> {
         "the local cmdop-node did not answer within 10 s; see {}",
         log_path.display()
     )
-}
-
-fn port_of(addr: &str) -> u16 {
-    addr.rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or(cmdop_node::proto::DEFAULT_PORT)
 }

@@ -1,15 +1,16 @@
 //! `cmdop`: the command-line client. Manages sessions on cmdop nodes and opens live terminals.
 //!
 //! Layout: [`context`] (config, identity, hosts), [`resolve`] (finding sessions across hosts),
-//! one module per command under `cmd/`, [`table`] (human output), [`localnode`] (starting a
-//! node on this machine), [`terminal`] (the interactive terminal).
+//! one module per command under `cmd/` (arguments and calls), [`output`] (everything printed as
+//! data: tables, JSON, metadata, sizes, times), [`localnode`] (starting a node on this
+//! machine), [`terminal`] (the interactive terminal).
 
 mod cmd;
 mod context;
 mod escapes;
 mod localnode;
+mod output;
 mod resolve;
-mod table;
 mod terminal;
 
 use clap::{Parser, Subcommand};
@@ -42,7 +43,8 @@ enum Command {
 
 fn main() -> ExitCode {
     // Die quietly when the reader of our output goes away (`cmdop session list | head`).
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    // SAFETY: signal() with SIG_DFL installs no handler; it runs before any other thread
+    // starts, so nothing races with it. (rustix has no safe call for this.)
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
@@ -80,7 +82,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("cmdop: {e:#}");
+            eprintln!("cmdop: {}", output::error_text(&e));
             ExitCode::FAILURE
         }
     }
@@ -91,4 +93,19 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
         .chain()
         .filter_map(|e| e.downcast_ref::<std::io::Error>())
         .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_that_starts_with_a_dash_is_a_value() {
+        let cli = Cli::try_parse_from(["cmdop", "host", "add", "box", "h:1", "--token", "-Xy_z"])
+            .expect("parses");
+        let Command::Host(cmd::host::Command::Add { token, .. }) = cli.command else {
+            panic!("not host add: {cli:?}");
+        };
+        assert_eq!(token.as_deref(), Some("-Xy_z"));
+    }
 }

@@ -1,10 +1,13 @@
 //! Finding sessions across hosts: list every host in parallel, then match an id, a unique id
 //! prefix, or a unique name.
 
-use crate::context::Context;
-use anyhow::bail;
-use cmdop_node::client::{ClientError, Target};
-use cmdop_node::proto::{Reply, Request, SessionInfo};
+use crate::context::{Context, LOCAL_HOST};
+use anyhow::{anyhow, bail};
+use cmdop_client::dial::{ClientError, NodeClient, Target};
+use cmdop_proto::{ListSessions, SessionInfo};
+use std::future::Future;
+use std::time::Duration;
+use tokio::task::JoinSet;
 
 /// One host's answer to a listing.
 pub struct HostListing {
@@ -14,51 +17,75 @@ pub struct HostListing {
     pub result: Result<Vec<SessionInfo>, ClientError>,
 }
 
-/// Lists the sessions of `targets` in parallel.
+/// Lists the sessions of `targets` in parallel, in the order of `targets`.
 pub async fn list_hosts(context: &Context, targets: Vec<Target>) -> Vec<HostListing> {
     let timeout = context.config.client.connect_timeout.0;
-    let probes = targets.into_iter().map(|target| async move {
-        let result = async {
-            let mut client = context.probe(&target, timeout).await?;
-            let reply = client.request(&Request::List).await;
-            client.close().await;
-            match reply? {
-                Reply::Sessions(sessions) => Ok(sessions),
-                Reply::Error(e) => Err(ClientError::Refused(e.message)),
-                other => Err(ClientError::Connection {
-                    name: target.name.clone(),
-                    reason: format!("unexpected reply {other:?}"),
-                }),
-            }
-        }
-        .await;
-        HostListing { target, result }
-    });
-    futures_join_all(probes).await
+    let list = async |mut client: NodeClient| {
+        let reply = client.call(ListSessions).await;
+        client.close().await;
+        reply
+    };
+    let answers = probe_hosts(context, targets, timeout, list).await;
+    answers
+        .into_iter()
+        .map(|(target, result)| HostListing { target, result })
+        .collect()
 }
 
-/// Runs futures concurrently and collects their outputs in order.
-pub async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    let mut pending: Vec<(usize, _)> = futures.into_iter().enumerate().collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|(index, future)| match future.as_mut().poll(cx) {
-            std::task::Poll::Ready(output) => {
-                outputs[*index] = Some(output);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
+/// Connects to each of `targets` in parallel (without starting a local node) and runs `work`
+/// on each connection; the answers come in the order of `targets`.
+pub async fn probe_hosts<T, F, Fut>(
+    context: &Context,
+    targets: Vec<Target>,
+    timeout: Duration,
+    work: F,
+) -> Vec<(Target, Result<T, ClientError>)>
+where
+    T: Send + 'static,
+    F: Fn(NodeClient) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<T, ClientError>> + Send,
+{
+    let prober = match context.prober() {
+        Ok(prober) => prober,
+        Err(e) => {
+            let reason = e.to_string();
+            let failed = |target| (target, Err(ClientError::setup(reason.clone())));
+            return targets.into_iter().map(failed).collect();
         }
-    })
-    .await;
+    };
+    let probes = targets.into_iter().map(|target| {
+        let (prober, work) = (prober.clone(), work.clone());
+        async move {
+            let result = match prober.probe(&target, timeout).await {
+                Ok(client) => work(client).await,
+                Err(e) => Err(e),
+            };
+            (target, result)
+        }
+    });
+    join_in_order(probes).await
+}
+
+/// Runs futures as concurrent tasks and collects their outputs in the order given. A task
+/// that panicked panics here too.
+async fn join_in_order<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    for (index, future) in futures.into_iter().enumerate() {
+        tasks.spawn(async move { (index, future.await) });
+    }
+    let mut outputs: Vec<Option<F::Output>> = (0..tasks.len()).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((index, output)) => outputs[index] = Some(output),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Nothing cancels these tasks while the set lives.
+            Err(_) => {}
+        }
+    }
     outputs.into_iter().flatten().collect()
 }
 
@@ -77,6 +104,62 @@ fn matches_prefix(id: &uuid::Uuid, query: &str) -> bool {
     !query.is_empty() && (full.starts_with(&query) || simple.starts_with(&query.replace('-', "")))
 }
 
+/// What a query matched across the listings, best kind of match first.
+#[derive(Default)]
+struct Matches {
+    /// The full id.
+    exact: Vec<Found>,
+    /// The name.
+    named: Vec<Found>,
+    /// A unique id prefix.
+    prefixed: Vec<Found>,
+    /// Hosts that could not be listed, with why.
+    offline: Vec<(String, ClientError)>,
+    /// Names (or short ids) of every session seen, for the "no match" sentence.
+    seen: Vec<String>,
+}
+
+impl Matches {
+    fn collect(listings: Vec<HostListing>, query: &str) -> Matches {
+        let mut matches = Matches::default();
+        for listing in listings {
+            let sessions = match listing.result {
+                Ok(sessions) => sessions,
+                Err(e) => {
+                    matches.offline.push((listing.target.name.clone(), e));
+                    continue;
+                }
+            };
+            for session in sessions {
+                matches.add(&listing.target, session, query);
+            }
+        }
+        matches
+    }
+
+    fn add(&mut self, target: &Target, session: SessionInfo, query: &str) {
+        self.seen.push(
+            session
+                .name
+                .clone()
+                .unwrap_or_else(|| session.id.to_string()[..13].to_string()),
+        );
+        let kind = if session.id.hyphenated().to_string() == query.to_ascii_lowercase() {
+            &mut self.exact
+        } else if session.name.as_deref() == Some(query) {
+            &mut self.named
+        } else if matches_prefix(&session.id, query) {
+            &mut self.prefixed
+        } else {
+            return;
+        };
+        kind.push(Found {
+            target: target.clone(),
+            session,
+        });
+    }
+}
+
 /// Finds the one session that `query` (id, id prefix or name) names, on `host` or on every
 /// known host.
 pub async fn find_session(
@@ -89,92 +172,76 @@ pub async fn find_session(
         None => context.targets(),
     };
     let listings = list_hosts(context, targets).await;
-    let mut exact = Vec::new();
-    let mut named = Vec::new();
-    let mut prefixed = Vec::new();
-    let mut offline = Vec::new();
-    let mut seen = Vec::new();
-    for listing in listings {
-        let sessions = match listing.result {
-            Ok(sessions) => sessions,
-            Err(e) => {
-                offline.push((listing.target.name.clone(), e));
-                continue;
-            }
-        };
-        for session in sessions {
-            seen.push(
-                session
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| session.id.to_string()[..13].to_string()),
+    let Matches {
+        exact,
+        named,
+        prefixed,
+        offline,
+        seen,
+    } = Matches::collect(listings, query);
+    for mut candidates in [exact, named, prefixed] {
+        if candidates.len() > 1 {
+            bail!(
+                "'{query}' is ambiguous: it matches {}; use a longer id prefix or --host",
+                describe_candidates(&candidates)
             );
-            let found = || Found {
-                target: listing.target.clone(),
-                session: session.clone(),
-            };
-            if session.id.hyphenated().to_string() == query.to_ascii_lowercase() {
-                exact.push(found());
-            } else if session.name.as_deref() == Some(query) {
-                named.push(found());
-            } else if matches_prefix(&session.id, query) {
-                prefixed.push(found());
-            }
+        }
+        if let Some(found) = candidates.pop() {
+            return Ok(found);
         }
     }
-    for candidates in [exact, named, prefixed] {
-        match candidates.len() {
-            0 => continue,
-            1 => return Ok(candidates.into_iter().next().expect("one candidate")),
-            _ => {
-                let list: Vec<String> = candidates
-                    .iter()
-                    .map(|f| {
-                        format!(
-                            "{} on {}{}",
-                            f.session.id,
-                            f.target.name,
-                            f.session
-                                .name
-                                .as_ref()
-                                .map(|n| format!(" ({n})"))
-                                .unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                bail!(
-                    "'{query}' is ambiguous: it matches {}; use a longer id prefix or --host",
-                    list.join(", ")
-                );
-            }
-        }
-    }
+    Err(no_match(query, host, &offline, seen))
+}
+
+fn describe_candidates(candidates: &[Found]) -> String {
+    let list: Vec<String> = candidates
+        .iter()
+        .map(|f| {
+            format!(
+                "{} on {}{}",
+                f.session.id,
+                f.target.name,
+                crate::output::label(&f.session)
+            )
+        })
+        .collect();
+    list.join(", ")
+}
+
+/// Why nothing matched: the host asked for could not be listed, or no session matches on
+/// the hosts that answered (naming those that did not).
+fn no_match(
+    query: &str,
+    host: Option<&str>,
+    offline: &[(String, ClientError)],
+    mut seen: Vec<String>,
+) -> anyhow::Error {
     let unreachable: Vec<String> = offline
         .iter()
-        // No local node at all is no news (the port is free, see `Context::probe`); a local
+        // No local node at all is no news (the port is free, see `Prober::probe`); a local
         // node that did not answer or refused us is.
         .filter(|(name, e)| {
             host.is_some()
-                || name != crate::context::LOCAL_HOST
+                || name != LOCAL_HOST
                 || !matches!(e, ClientError::Offline { timeout, .. } if timeout.is_zero())
         })
         .map(|(name, e)| format!("{name}: {e}"))
         .collect();
     if let (Some(name), Some((_, e))) = (host, offline.first()) {
-        bail!("cannot look up '{query}' on {name}: {e}");
+        return anyhow!("cannot look up '{query}' on {name}: {e}");
     }
-    if unreachable.is_empty() {
-        if seen.is_empty() {
-            bail!("no session matches '{query}': there are no sessions; create one with 'cmdop session create HOST'");
-        }
-        seen.truncate(10);
-        bail!(
-            "no session matches '{query}' (sessions: {}); list them with 'cmdop session list'",
-            seen.join(", ")
-        )
+    if !unreachable.is_empty() {
+        return anyhow!(
+            "no session matches '{query}' on the reachable hosts; unreachable: {}",
+            unreachable.join("; ")
+        );
     }
-    bail!(
-        "no session matches '{query}' on the reachable hosts; unreachable: {}",
-        unreachable.join("; ")
+    if seen.is_empty() {
+        return anyhow!("no session matches '{query}': there are no sessions; create one with 'cmdop session create HOST'");
+    }
+    seen.truncate(10);
+    anyhow!(
+        "no session matches '{query}' (sessions: {}); list them with 'cmdop session list'",
+        seen.join(", ")
     )
 }

@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// Default size of the bandwidth queue, in bytes (64 KiB).
 pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024;
@@ -165,9 +165,9 @@ pub fn plan<R: Rng + ?Sized>(
     now: Instant,
     len: usize,
 ) -> Plan {
-    let loss_draw: f64 = rng.gen();
-    let dup_draw: f64 = rng.gen();
-    let jitter_draws: [f64; 2] = [rng.gen(), rng.gen()];
+    let loss_draw: f64 = rng.random();
+    let dup_draw: f64 = rng.random();
+    let jitter_draws: [f64; 2] = [rng.random(), rng.random()];
 
     if loss_draw < imp.loss {
         return Plan::Lost;

@@ -1,30 +1,21 @@
-//! The cmdop peer library: everything a node runs and everything a client needs to talk to one.
+//! The cmdop node daemon: sessions on PTYs, served over QUIC.
 //!
-//! Layout:
-//! - sans-IO core, shared by node and client: [`proto`] (messages), [`frame`] (length-prefixed
-//!   CBOR), [`ringbuf`] (scrollback addressed by absolute offsets), [`units`], [`config`];
-//! - the node: [`pty`] (the PTY seam), [`session`], [`registry`] (sessions and idle expiry),
-//!   [`server`] (QUIC, authentication, control requests), [`attach`] (live terminals);
-//! - both ends: [`tls`] (QUIC/TLS set-up), [`wire`] (frames over QUIC streams), [`client`]
-//!   (dialing a node, pinning its key, requests), [`home`] (where state lives);
-//! - the client's live terminal: [`resync`] (sans-IO: offsets shown, input not yet
-//!   acknowledged) and [`attachment`] (the driver that reconnects and resyncs).
+//! Crate graph: `cmdop-proto` (sans-IO wire protocol) <- `cmdop-client` (dialing, TLS, the live
+//! terminal) <- this crate. Inside, each module depends only on those above it:
+//! - [`os`]: the operating-system seam (spawn a program on a PTY, wait for it, hang it up, kill
+//!   it, ask its cwd), with the native implementation and a fake for tests;
+//! - [`session`]: one session (PTY, ringbuffer, lifecycle), admission of attachments, the
+//!   registry of sessions and their idle expiry;
+//! - [`migrate`]: snapshots in, snapshots out, and moving a session to another node;
+//! - [`server`]: the QUIC endpoint, handshake admission, control requests, live connections
+//!   and attachments (over any framed stream).
+//!
+//! In-process tests of the whole (fake PTYs, in-memory streams) are in `src/tests/`.
 
-pub mod attach;
-pub mod attachment;
-pub mod client;
-pub mod config;
-pub mod frame;
-pub mod home;
 pub mod migrate;
-pub mod proto;
-pub mod pty;
-pub mod registry;
-pub mod resync;
-pub mod ringbuf;
+pub mod os;
 pub mod server;
 pub mod session;
-pub mod snapshot;
-pub mod tls;
-pub mod units;
-pub mod wire;
+
+#[cfg(test)]
+mod tests;

@@ -3,11 +3,10 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
-use cmdop_node::config::Config;
-use cmdop_node::home::{cmdop_home, NODE_IDENTITY};
-use cmdop_node::pty::NativePty;
+use cmdop_client::home::{cmdop_home, NODE_IDENTITY};
+use cmdop_node::os::NativePty;
 use cmdop_node::server::{Node, NodeOptions};
-use cmdop_node::units::HumanDuration;
+use cmdop_proto::units::HumanDuration;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -147,18 +146,12 @@ fn close_revoked_connections(
     home: &std::path::Path,
     fingerprint: &Fingerprint,
 ) -> anyhow::Result<u32> {
-    use cmdop_node::client::{Dialer, Target};
-    use cmdop_node::proto::{Reply, Request};
-    let config = Config::load(home)?;
-    let port = config
-        .node
-        .listen
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse::<u16>().ok())
-        .unwrap_or(cmdop_node::proto::DEFAULT_PORT);
+    use cmdop_client::dial::{Dialer, Target};
+    let config = cmdop_client::home::load_config(home)?;
+    let port = config.node.listen.port();
     let identity = Arc::new(Identity::load_or_create(
         home,
-        cmdop_node::home::CLIENT_IDENTITY,
+        cmdop_client::home::CLIENT_IDENTITY,
     )?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -175,16 +168,12 @@ fn close_revoked_connections(
         };
         let mut client = dialer.connect(&target, None).await?;
         let reply = client
-            .request(&Request::Revoke {
-                fingerprint: fingerprint.to_string(),
+            .call(cmdop_proto::Revoke {
+                fingerprint: fingerprint.clone(),
             })
-            .await?;
+            .await;
         client.close().await;
-        match reply {
-            Reply::Revoked { closed } => Ok(closed),
-            Reply::Error(e) => anyhow::bail!("{}", e.message),
-            other => anyhow::bail!("unexpected reply {other:?}"),
-        }
+        Ok(reply?)
     })
 }
 
@@ -196,13 +185,14 @@ fn serve(home: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = Config::load(&home)?;
+    let config = cmdop_client::home::load_config(&home)?;
     tighten_home(&home)?;
     let listen = match listen {
         Some(listen) => listen,
-        None => config.node.listen.parse().with_context(|| {
+        // Config::parse accepts only an IP address for node.listen.
+        None => config.node.listen.socket_addr().with_context(|| {
             format!(
-                "node.listen '{}' in config.yaml is not an address like 0.0.0.0:7443",
+                "node.listen '{}' in config.yaml is not an IP address",
                 config.node.listen
             )
         })?,

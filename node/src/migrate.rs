@@ -2,28 +2,35 @@
 //!
 //! Migration of session S from node A (source) to node B (target), driven by a client
 //! authorized on both:
-//! - the client asks B for a **migration ticket** ([`Request::MigrationTicket`]): a one-time
+//! - the client asks B for a **migration ticket** ([`cmdop_proto::IssueTicket`]): a one-time
 //!   token, valid for [`TICKET_VALIDITY`], kept apart from invite tokens so it never authorizes
 //!   a key for good;
-//! - the client sends A [`Request::Migrate`] with B's address, the ticket, and B's fingerprint
+//! - the client sends A [`Migrate`] with B's address, the ticket, and B's fingerprint
 //!   as the client pinned it;
 //! - A dials B with **its own node key**, pinning the fingerprint the client sent (a different
 //!   key fails the handshake check), and presents the ticket in its `Hello`. B admits the
-//!   connection for one [`Request::Restore`] and nothing else (no attachments, no other
+//!   connection for one [`Restore`] and nothing else (no attachments, no other
 //!   requests);
 //! - A sends S's snapshot (the whole ringbuffer); B creates the session and replies;
 //! - only then does A tell S's interactive client where the session went and destroy S.
 //!
 //! Any failure before B's reply leaves S untouched on A. Processes never move: B runs a new
 //! shell in S's working directory.
+//!
+//! Each function takes only what it uses (the registry, the node's identity, the tickets store,
+//! the state directory), not the whole server.
 
-use crate::client::{with_default_port, ClientError, Dialer, Target};
-use crate::proto::{CreateSession, ErrorKind, ErrorReply, Reply, Request, SessionInfo};
-use crate::server::Node;
+use crate::session::registry::Registry;
 use crate::session::{now_ms, Session};
-use crate::snapshot::{fit_scrollback, restored_marker, Snapshot};
-use cmdop_certs::{Fingerprint, KnownNodes};
-use std::path::PathBuf;
+use cmdop_certs::{Fingerprint, Identity, Invites, KnownNodes};
+use cmdop_client::dial::{with_default_port, ClientError, Dialer, NodeClient, Target};
+use cmdop_proto::snapshot::{fit_scrollback, restored_marker, Snapshot};
+use cmdop_proto::{
+    CreateSession, Credential, DetachReason, ErrorKind, ErrorReply, Migrate, Restore, Restored,
+    Ticket,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -40,8 +47,14 @@ fn error(kind: ErrorKind, message: String) -> ErrorReply {
     ErrorReply { kind, message }
 }
 
-/// A snapshot of `session`: its metadata and its last `lines` lines (all it holds when None).
-pub fn snapshot_of(node: &Node, session: &Session, lines: Option<u32>) -> Snapshot {
+/// A snapshot of `session` on node `host` (whose key is `node_fingerprint`): its metadata and
+/// its last `lines` lines (all it holds when None).
+pub fn snapshot_of(
+    session: &Session,
+    host: &str,
+    node_fingerprint: &Fingerprint,
+    lines: Option<u32>,
+) -> Snapshot {
     let info = session.info();
     let core = session.lock();
     let scrollback = match lines {
@@ -54,8 +67,8 @@ pub fn snapshot_of(node: &Node, session: &Session, lines: Option<u32>) -> Snapsh
     };
     Snapshot {
         name: core.name.clone(),
-        host: node.host.clone(),
-        node_fingerprint: node.identity.fingerprint().to_string(),
+        host: host.to_string(),
+        node_fingerprint: node_fingerprint.to_string(),
         shell: session.shell.clone(),
         cwd: info.cwd,
         env: session.env.clone(),
@@ -69,10 +82,10 @@ pub fn snapshot_of(node: &Node, session: &Session, lines: Option<u32>) -> Snapsh
 /// Creates a session from `snapshot`: scrollback (the newest part that fits), the marker line,
 /// then a new shell in the saved directory with the saved size and environment.
 pub fn restore(
-    node: &Node,
+    registry: &Registry,
     snapshot: Snapshot,
     name: Option<String>,
-) -> Result<(SessionInfo, u64), ErrorReply> {
+) -> Result<Restored, ErrorReply> {
     if snapshot.size.rows == 0 || snapshot.size.cols == 0 {
         return Err(error(
             ErrorKind::BadRequest,
@@ -83,7 +96,7 @@ pub fn restore(
         ));
     }
     let marker = restored_marker(&snapshot.host, snapshot.saved_at_ms);
-    let capacity = usize::try_from(node.registry.config().ringbuffer.0).unwrap_or(usize::MAX);
+    let capacity = usize::try_from(registry.config().ringbuffer.0).unwrap_or(usize::MAX);
     let (kept, dropped) =
         fit_scrollback(&snapshot.scrollback, capacity.saturating_sub(marker.len()));
     let mut preload = Vec::with_capacity(kept.len() + marker.len());
@@ -105,15 +118,14 @@ pub fn restore(
         env,
     };
     let wanted = create.name.clone();
-    let session = node
-        .registry
+    let session = registry
         .create(create, &preload)
         .map_err(|e| match (e.kind, wanted) {
             (ErrorKind::NameTaken, Some(wanted)) => error(
                 ErrorKind::NameTaken,
                 format!(
                     "a session named '{wanted}' already exists on {}; restore it under another name with --name",
-                    node.host
+                    registry.host()
                 ),
             ),
             _ => e,
@@ -122,40 +134,23 @@ pub fn restore(
         tracing::info!(session = %session.id, dropped, "restored with the oldest scrollback dropped");
     }
     tracing::info!(session = %session.id, from = %snapshot.host, "session restored");
-    Ok((session.info(), dropped as u64))
+    Ok(Restored {
+        session: session.info(),
+        dropped: dropped as u64,
+    })
 }
 
-/// Issues a migration ticket on the target.
-pub fn issue_ticket(node: &Node) -> Result<Reply, ErrorReply> {
+/// Issues a migration ticket on the target `host`, recorded in `tickets`.
+pub fn issue_ticket(tickets: &Invites, host: &str) -> Result<Ticket, ErrorReply> {
     let now = now_ms();
     let expires_ms = now + TICKET_VALIDITY.as_millis() as u64;
-    let token = node
-        .migration_tickets
-        .issue(now / 1000, expires_ms / 1000)
-        .map_err(|e| {
-            error(
-                ErrorKind::Internal,
-                format!("cannot record a migration ticket on {}: {e}", node.host),
-            )
-        })?;
-    Ok(Reply::Ticket { token, expires_ms })
-}
-
-/// What the client asked the source node to do.
-#[derive(Debug)]
-pub struct MigrateRequest {
-    /// The session on this node.
-    pub session: Uuid,
-    /// The target's name, for messages.
-    pub to_name: String,
-    /// The target's address.
-    pub to_addr: String,
-    /// The target's fingerprint as the client pinned it.
-    pub to_fingerprint: String,
-    /// The target's ticket.
-    pub ticket: String,
-    /// A new name on the target.
-    pub name: Option<String>,
+    let token = tickets.issue(now / 1000, expires_ms / 1000).map_err(|e| {
+        error(
+            ErrorKind::Internal,
+            format!("cannot record a migration ticket on {host}: {e}"),
+        )
+    })?;
+    Ok(Ticket { token, expires_ms })
 }
 
 /// A throwaway `known_nodes` file holding one pin, removed when dropped.
@@ -167,23 +162,20 @@ impl Drop for PinFile {
     }
 }
 
-/// Moves a session to another node (run on the source).
-pub async fn migrate(node: &Node, request: MigrateRequest) -> Result<Reply, ErrorReply> {
+/// Moves a session of `registry` to another node (run on the source, which dials with its
+/// `identity`; a throwaway pin file goes in `home`).
+pub async fn migrate(
+    registry: &Registry,
+    identity: &Arc<Identity>,
+    home: &Path,
+    request: Migrate,
+) -> Result<Restored, ErrorReply> {
     let started = std::time::Instant::now();
-    let session = node.registry.get(request.session)?;
-    let host = &node.host;
+    let session = registry.get(request.session)?;
+    let host = registry.host();
     let to = &request.to_name;
     let untouched = format!("session {} stays on {host}", request.session);
-    let expected: Fingerprint = request.to_fingerprint.parse().map_err(|_| {
-        error(
-            ErrorKind::BadRequest,
-            format!(
-                "cannot migrate: '{}' is not a key fingerprint; {untouched}",
-                request.to_fingerprint
-            ),
-        )
-    })?;
-    if &expected == node.identity.fingerprint() {
+    if &request.to_fingerprint == identity.fingerprint() {
         return Err(error(
             ErrorKind::BadRequest,
             format!("cannot migrate: {to} is this node ({host}); pick another host"),
@@ -195,57 +187,17 @@ pub async fn migrate(node: &Node, request: MigrateRequest) -> Result<Reply, Erro
             format!("cannot migrate: {what}; {untouched}"),
         )
     };
-
-    // The dialer pins the target to the fingerprint the client vouched for.
-    let pins = PinFile(
-        node.home
-            .join(format!(".migrate-{}.known_nodes", Uuid::now_v7())),
-    );
-    let pin_key = with_default_port(&request.to_addr);
-    KnownNodes::load(&pins.0)
-        .and_then(|mut known| known.insert(&pin_key, expected.clone()))
-        .map_err(|e| internal(format!("cannot write {}: {e}", pins.0.display())))?;
-    let dialer = Dialer::new(node.identity.clone(), pins.0.clone(), DIAL_TIMEOUT)
-        .map_err(|e| internal(e.to_string()))?;
-    let target = Target {
-        name: to.clone(),
-        addr: request.to_addr.clone(),
-    };
-    let addr = &request.to_addr;
-    let mut client = dialer
-        .connect(&target, Some(request.ticket.clone()))
+    let (dialer, mut client) = dial_target(identity, home, host, &request)
         .await
-        .map_err(|e| {
-            let (kind, what) = match e {
-                ClientError::Offline { .. } => (
-                    ErrorKind::Internal,
-                    format!(
-                        "{host} got no answer from {to} at {addr} within {} s (is cmdop-node running there, and reachable from {host}?)",
-                        DIAL_TIMEOUT.as_secs()
-                    ),
-                ),
-                ClientError::KeyChanged { presented, .. } => (
-                    ErrorKind::Unauthorized,
-                    format!(
-                        "the node at {addr} presented key {presented}, not the key {expected} this client pinned for {to} (if its key was replaced on purpose, run 'cmdop host reset-pin {to}' and connect to it once)"
-                    ),
-                ),
-                ClientError::Refused(reason) => {
-                    (ErrorKind::Unauthorized, format!("{to} refused {host}: {reason}"))
-                }
-                other => (ErrorKind::Internal, format!("{host} cannot reach {to}: {other}")),
-            };
-            error(kind, format!("cannot migrate: {what}; {untouched}"))
-        })?;
-    drop(pins);
+        .map_err(|(kind, what)| error(kind, format!("cannot migrate: {what}; {untouched}")))?;
 
-    let snapshot = snapshot_of(node, &session, None);
+    let snapshot = snapshot_of(&session, host, identity.fingerprint(), None);
     let bytes = snapshot.scrollback.len();
     let reply = tokio::time::timeout(
         RESTORE_TIMEOUT,
-        client.request(&Request::Restore {
+        client.call(Restore {
             snapshot,
-            name: request.name,
+            name: request.name.clone(),
         }),
     )
     .await;
@@ -254,43 +206,90 @@ pub async fn migrate(node: &Node, request: MigrateRequest) -> Result<Reply, Erro
             "{to} did not confirm the restore within {} s (check 'cmdop session list --host {to}' for a copy)",
             RESTORE_TIMEOUT.as_secs()
         )),
-        Ok(Err(e)) => Err(format!("the connection to {to} failed during the restore: {e}")),
-        Ok(Ok(Reply::Restored { session, dropped })) => Ok((session, dropped)),
-        Ok(Ok(Reply::Error(e))) => {
+        Ok(Err(ClientError::Rejected(e))) => {
             return Err(error(
                 e.kind,
                 format!("cannot migrate: {to} refused the session: {e}; {untouched}"),
             ))
         }
-        Ok(Ok(other)) => Err(format!("{to} sent an unexpected reply: {other:?}")),
+        Ok(Err(e)) => Err(format!("the connection to {to} failed during the restore: {e}")),
+        Ok(Ok(restored)) => Ok(restored),
     };
     client.close().await;
     // Let the close frame go out without holding up the reply.
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(2), dialer.endpoint().wait_idle()).await;
     });
-    let (moved, dropped) = reply.map_err(internal)?;
+    let restored = reply.map_err(internal)?;
+    hand_over(registry, &session, to, &restored);
+    tracing::info!(
+        session = %session.id,
+        to = %to,
+        new = %restored.session.id,
+        bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "session migrated"
+    );
+    Ok(restored)
+}
 
-    // The target holds the session now: tell the interactive client, then let go here.
-    let reattach = moved.name.clone().unwrap_or_else(|| moved.id.to_string());
-    let reason =
-        format!("session moved to {to}; reattach with: cmdop connect {to} --session {reattach}");
+/// Dials the target of `request` with the node's own key, pinned to the fingerprint the client
+/// vouched for, presenting the migration ticket. Fails with the kind and what went wrong.
+async fn dial_target(
+    identity: &Arc<Identity>,
+    home: &Path,
+    host: &str,
+    request: &Migrate,
+) -> Result<(Dialer, NodeClient), (ErrorKind, String)> {
+    let internal = |what: String| (ErrorKind::Internal, what);
+    let to = &request.to_name;
+    let addr = &request.to_addr;
+    let expected = &request.to_fingerprint;
+    let pins = PinFile(home.join(format!(".migrate-{}.known_nodes", Uuid::now_v7())));
+    KnownNodes::load(&pins.0)
+        .and_then(|mut known| known.insert(&with_default_port(addr), expected.clone()))
+        .map_err(|e| internal(format!("cannot write {}: {e}", pins.0.display())))?;
+    let dialer = Dialer::new(identity.clone(), pins.0.clone(), DIAL_TIMEOUT)
+        .map_err(|e| internal(e.to_string()))?;
+    let target = Target {
+        name: to.clone(),
+        addr: addr.clone(),
+    };
+    let credential = Credential::MigrationTicket(request.ticket.clone());
+    let client = dialer
+        .connect(&target, Some(credential))
+        .await
+        .map_err(|e| match e {
+            ClientError::Offline { .. } => internal(format!(
+                "{host} got no answer from {to} at {addr} within {} s (is cmdop-node running there, and reachable from {host}?)",
+                DIAL_TIMEOUT.as_secs()
+            )),
+            ClientError::KeyChanged { presented, .. } => (
+                ErrorKind::Unauthorized,
+                format!(
+                    "the node at {addr} presented key {presented}, not the key {expected} this client pinned for {to} (if its key was replaced on purpose, run 'cmdop host reset-pin {to}' and connect to it once)"
+                ),
+            ),
+            ClientError::Refused(reason) => {
+                (ErrorKind::Unauthorized, format!("{to} refused {host}: {reason}"))
+            }
+            other => internal(format!("{host} cannot reach {to}: {other}")),
+        })?;
+    Ok((dialer, client))
+}
+
+/// The target holds the session now: tells the interactive client where it went, then lets go
+/// of it here.
+fn hand_over(registry: &Registry, session: &Session, to: &str, restored: &Restored) {
+    let moved = &restored.session;
+    let reason = DetachReason::Moved {
+        to: to.to_string(),
+        session: moved.name.clone().unwrap_or_else(|| moved.id.to_string()),
+    };
     let kick = session.lock().holder.as_mut().and_then(|h| h.kick.take());
     if let Some(kick) = kick {
         let _ = kick.send(reason);
     }
     // The attachment's pump prefers the kick over the destruction when both are pending.
-    let _ = node.registry.destroy(session.id);
-    tracing::info!(
-        session = %session.id,
-        to = %to,
-        new = %moved.id,
-        bytes,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "session migrated"
-    );
-    Ok(Reply::Migrated {
-        session: moved,
-        dropped,
-    })
+    let _ = registry.destroy(session.id);
 }

@@ -60,9 +60,9 @@ impl Home {
 
     /// A dialer with this home's client identity and pins. Call it inside a tokio runtime
     /// (the QUIC endpoint needs one).
-    pub fn dialer(&self, timeout: Duration) -> cmdop_node::client::Dialer {
+    pub fn dialer(&self, timeout: Duration) -> cmdop_client::dial::Dialer {
         let identity = cmdop_certs::Identity::load_or_create(&self.path, "client").unwrap();
-        cmdop_node::client::Dialer::new(
+        cmdop_client::dial::Dialer::new(
             std::sync::Arc::new(identity),
             self.path.join("known_nodes"),
             timeout,
@@ -230,8 +230,8 @@ impl NodeProcess {
     }
 
     /// The node as a dial target called `name`.
-    pub fn target(&self, name: &str) -> cmdop_node::client::Target {
-        cmdop_node::client::Target {
+    pub fn target(&self, name: &str) -> cmdop_client::dial::Target {
+        cmdop_client::dial::Target {
             name: name.into(),
             addr: self.addr(),
         }

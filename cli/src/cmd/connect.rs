@@ -1,11 +1,12 @@
 //! `cmdop connect`: a live terminal on a host, or (`--list`) every known host with its status.
 
 use crate::context::Context;
-use crate::resolve::{find_session, futures_join_all};
-use crate::table::print_table;
+use crate::output::print_host_status;
+use crate::resolve::{find_session, probe_hosts};
 use crate::terminal::AttachOptions;
-use anyhow::bail;
-use cmdop_node::proto::{AttachMode, CreateSession, Reply, Request, SessionState};
+use anyhow::{anyhow, bail};
+use cmdop_client::dial::NodeClient;
+use cmdop_proto::{AttachMode, CreateSession, ListSessions, SessionInfo, SessionState};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,51 +35,23 @@ pub struct Args {
     read_only: bool,
 }
 
+/// Runs `cmdop connect`.
 pub async fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     if args.list {
         return list(context).await;
     }
-    let Some(host) = args.host else {
+    let Some(host) = &args.host else {
         bail!("give a host, or --list")
     };
-    let target = context.target(&host)?;
+    let target = context.target(host)?;
     let session = match &args.session {
-        Some(query) => Some(find_session(context, query, Some(&host)).await?.session),
+        Some(query) => Some(find_session(context, query, Some(host)).await?.session),
         None => None,
     };
     let mut client = context.connect(&target).await?;
     let session = match session {
         Some(session) => session,
-        None => {
-            let reusable = if args.new {
-                None
-            } else {
-                match client.request(&Request::List).await? {
-                    Reply::Sessions(sessions) => sessions
-                        .into_iter()
-                        .filter(|s| !s.attached && s.state == SessionState::Running)
-                        .filter(|s| args.name.is_none() || s.name == args.name)
-                        .max_by_key(|s| s.last_active_ms),
-                    _ => None,
-                }
-            };
-            match reusable {
-                Some(session) => session,
-                None => {
-                    let request = Request::Create(CreateSession {
-                        name: args.name.clone(),
-                        size: crate::terminal::window_size().unwrap_or_default(),
-                        term: std::env::var("TERM").ok(),
-                        ..CreateSession::default()
-                    });
-                    match client.request(&request).await? {
-                        Reply::Session(session) => session,
-                        Reply::Error(e) => bail!("Cannot create session: {}", e.message),
-                        other => bail!("unexpected reply from the node: {other:?}"),
-                    }
-                }
-            }
-        }
+        None => reuse_or_create(&mut client, &args).await?,
     };
     let options = AttachOptions {
         mode: if args.read_only {
@@ -91,32 +64,42 @@ pub async fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     crate::terminal::run(context, client, session, options).await
 }
 
+/// The most recently active detached session (with the name asked for, if any), unless
+/// `--new`; else a new session.
+async fn reuse_or_create(client: &mut NodeClient, args: &Args) -> anyhow::Result<SessionInfo> {
+    if !args.new {
+        let reusable = client
+            .call(ListSessions)
+            .await?
+            .into_iter()
+            .filter(|s| !s.attached && s.state == SessionState::Running)
+            .filter(|s| args.name.is_none() || s.name == args.name)
+            .max_by_key(|s| s.last_active_ms);
+        if let Some(session) = reusable {
+            return Ok(session);
+        }
+    }
+    let create = CreateSession {
+        name: args.name.clone(),
+        size: crate::terminal::window_size().unwrap_or_default(),
+        term: std::env::var("TERM").ok(),
+        ..CreateSession::default()
+    };
+    client
+        .call(create)
+        .await
+        .map_err(|e| anyhow!("Cannot create session: {e}"))
+}
+
+/// Prints every known host with its status, probing them in parallel.
 async fn list(context: &Context) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_millis(1500).min(context.config.client.connect_timeout.0);
-    let probes = context.targets().into_iter().map(|target| async move {
-        let result = context.probe(&target, timeout).await;
-        (target, result)
-    });
-    let mut rows = Vec::new();
-    for (target, result) in futures_join_all(probes).await {
-        let (status, rtt, note) = match result {
-            Ok(client) => {
-                let rtt = client.connection.rtt();
-                let host = client.host.clone();
-                client.close().await;
-                (
-                    "online".to_string(),
-                    format!("{:.1} ms", rtt.as_secs_f64() * 1000.0),
-                    host,
-                )
-            }
-            Err(cmdop_node::client::ClientError::Offline { .. }) => {
-                ("offline".into(), "-".into(), "no answer".into())
-            }
-            Err(e) => ("error".into(), "-".into(), e.to_string()),
-        };
-        rows.push(vec![target.name, target.addr, status, rtt, note]);
-    }
-    print_table(&["NAME", "ADDRESS", "STATUS", "RTT", "NODE"], &rows);
+    let answer = async |client: NodeClient| {
+        let answer = (client.connection.rtt(), client.host.clone());
+        client.close().await;
+        Ok(answer)
+    };
+    let hosts = probe_hosts(context, context.targets(), timeout, answer).await;
+    print_host_status(hosts);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,12 @@
 //! `cmdop host …`: the hosts this client knows (kept in config.yaml) and their pinned keys.
 
 use crate::context::{Context, LOCAL_HOST};
-use crate::table::print_table;
+use crate::output::print_host_pins;
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
 use cmdop_certs::KnownNodes;
-use cmdop_node::client::{with_default_port, Target};
-use cmdop_node::config::{Config, HostEntry};
+use cmdop_client::dial::{with_default_port, Target};
+use cmdop_proto::config::{HostEntry, HostPort};
 use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
@@ -16,9 +16,9 @@ pub enum Command {
         /// The name to use for it (e.g. vps-audi).
         name: String,
         /// Its address, HOST[:PORT] (port 7443 by default).
-        addr: String,
+        addr: HostPort,
         /// A one-time invite token that authorizes this client on the node.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         token: Option<String>,
     },
     /// List known hosts and their pinned keys.
@@ -43,86 +43,94 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_alphanumeric() || "-_.".contains(c))
 }
 
+/// Runs a `cmdop host` subcommand.
 pub async fn run(command: Command, context: &Context) -> anyhow::Result<ExitCode> {
-    let known_path = context.home.join("known_nodes");
     match command {
-        Command::Add { name, addr, token } => {
-            if !valid_name(&name) {
-                bail!("'{name}' is not a valid host name; use letters, digits, '-', '_' and '.'");
-            }
-            if name == LOCAL_HOST {
-                bail!(
-                    "'{LOCAL_HOST}' is the built-in name of this machine's node; pick another name"
-                );
-            }
-            let addr = with_default_port(&addr);
-            let mut config = Config::load(&context.home)?;
-            let target = Target {
-                name: name.clone(),
-                addr: addr.clone(),
-            };
-            if token.is_some() {
-                // Redeem the invite first: a host that cannot be reached or refuses the token
-                // is not added.
-                let dialer = context.dialer()?;
-                let client = dialer
-                    .connect(&target, token)
-                    .await
-                    .with_context(|| format!("cannot add {name}"))?;
-                println!(
-                    "{name}: authorized by invite; node key {} pinned",
-                    client.fingerprint
-                );
-                client.close().await;
-            }
-            config
-                .hosts
-                .insert(name.clone(), HostEntry { addr: addr.clone() });
-            config.save(&context.home)?;
-            println!("added host {name} ({addr})");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::List => {
-            let known = KnownNodes::load(&known_path)?;
-            let rows: Vec<Vec<String>> = context
-                .targets()
-                .into_iter()
-                .map(|t| {
-                    let pin = known
-                        .pin(&with_default_port(&t.addr))
-                        .map(|f| f.to_string());
-                    vec![
-                        t.name,
-                        t.addr,
-                        pin.unwrap_or_else(|| "(not pinned yet)".into()),
-                    ]
-                })
-                .collect();
-            print_table(&["NAME", "ADDRESS", "NODE KEY"], &rows);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Remove { name } => {
-            let mut config = Config::load(&context.home)?;
-            let Some(entry) = config.hosts.remove(&name) else {
-                bail!("no host named '{name}'; see 'cmdop host list'");
-            };
-            config.save(&context.home)?;
-            KnownNodes::load(&known_path)?.remove(&with_default_port(&entry.addr))?;
-            println!("removed host {name} and its pinned key");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::ResetPin { name } => {
-            let target = context.target(&name)?;
-            let removed =
-                KnownNodes::load(&known_path)?.remove(&with_default_port(&target.addr))?;
-            if removed {
-                println!(
-                    "forgot the pinned key of {name}; the next connection pins the key it presents"
-                );
-            } else {
-                println!("{name} had no pinned key");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Add { name, addr, token } => add(context, &name, addr, token).await?,
+        Command::List => list(context)?,
+        Command::Remove { name } => remove(context, &name)?,
+        Command::ResetPin { name } => reset_pin(context, &name)?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn known_nodes(context: &Context) -> anyhow::Result<KnownNodes> {
+    Ok(KnownNodes::load(&context.home.join("known_nodes"))?)
+}
+
+/// Adds a host to config.yaml, after redeeming its invite `token` if given.
+async fn add(
+    context: &Context,
+    name: &str,
+    addr: HostPort,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    if !valid_name(name) {
+        bail!("'{name}' is not a valid host name; use letters, digits, '-', '_' and '.'");
+    }
+    if name == LOCAL_HOST {
+        bail!("'{LOCAL_HOST}' is the built-in name of this machine's node; pick another name");
+    }
+    let mut config = cmdop_client::home::load_config(&context.home)?;
+    let target = Target {
+        name: name.to_string(),
+        addr: addr.to_string(),
+    };
+    if let Some(token) = token {
+        // Redeem the invite first: a host that cannot be reached or refuses the token is not
+        // added.
+        let client = context
+            .dialer()?
+            .connect(&target, Some(cmdop_proto::Credential::Invite(token)))
+            .await
+            .with_context(|| format!("cannot add {name}"))?;
+        println!(
+            "{name}: authorized by invite; node key {} pinned",
+            client.fingerprint
+        );
+        client.close().await;
+    }
+    let entry = HostEntry { addr: addr.clone() };
+    config.hosts.insert(name.to_string(), entry);
+    cmdop_client::home::save_config(&context.home, &config)?;
+    println!("added host {name} ({addr})");
+    Ok(())
+}
+
+/// Prints the known hosts with their pinned keys.
+fn list(context: &Context) -> anyhow::Result<()> {
+    let known = known_nodes(context)?;
+    let hosts = context
+        .targets()
+        .into_iter()
+        .map(|t| {
+            let pin = known.pin(&with_default_port(&t.addr)).cloned();
+            (t, pin)
+        })
+        .collect();
+    print_host_pins(hosts);
+    Ok(())
+}
+
+/// Forgets a host and its pinned key.
+fn remove(context: &Context, name: &str) -> anyhow::Result<()> {
+    let mut config = cmdop_client::home::load_config(&context.home)?;
+    let Some(entry) = config.hosts.remove(name) else {
+        bail!("no host named '{name}'; see 'cmdop host list'");
+    };
+    cmdop_client::home::save_config(&context.home, &config)?;
+    known_nodes(context)?.remove(&entry.addr.to_string())?;
+    println!("removed host {name} and its pinned key");
+    Ok(())
+}
+
+/// Forgets a host's pinned key.
+fn reset_pin(context: &Context, name: &str) -> anyhow::Result<()> {
+    let target = context.target(name)?;
+    if known_nodes(context)?.remove(&with_default_port(&target.addr))? {
+        println!("forgot the pinned key of {name}; the next connection pins the key it presents");
+    } else {
+        println!("{name} had no pinned key");
+    }
+    Ok(())
 }

@@ -11,8 +11,8 @@
 
 #![no_main]
 
-use cmdop_node::frame::{encode_to_vec, FrameDecoder, FrameError, DEFAULT_MAX_FRAME, HEADER_LEN};
-use cmdop_node::proto::{
+use cmdop_proto::frame::{encode_to_vec, FrameDecoder, FrameError, DEFAULT_MAX_FRAME, HEADER_LEN};
+use cmdop_proto::{
     AttachInput, AttachOutput, AttachRequest, Hello, HelloReply, Reply, Request,
 };
 use libfuzzer_sys::fuzz_target;

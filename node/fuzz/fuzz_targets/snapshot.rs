@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use cmdop_node::snapshot::Snapshot;
+use cmdop_proto::snapshot::Snapshot;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,8 +1,8 @@
 //! Hostile and broken input: ways in that must fail, broken configs and keys, and a flood of
 //! garbage and half-open handshakes that must not disturb a working client.
 
+use cmdop_client::dial::{ClientError, Dialer, Target};
 use cmdop_e2e::{bin, client_home, free_port, wait_until, Home, NodeProcess};
-use cmdop_node::client::{ClientError, Dialer, Target};
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -91,17 +91,19 @@ fn another_alpn_or_protocol_version_is_refused_clearly() {
             &target,
             None,
             b"other/1",
-            cmdop_node::proto::PROTOCOL_VERSION,
+            cmdop_proto::PROTOCOL_VERSION,
         ))
         .unwrap_err();
     assert!(err.to_string().contains("protocol"), "{err}");
     let err = runtime
-        .block_on(dialer.connect_with_alpn(&target, None, cmdop_node::proto::ALPN, 99))
+        .block_on(dialer.connect_with_alpn(&target, None, cmdop_proto::ALPN, 99))
         .unwrap_err();
     assert!(matches!(err, ClientError::Refused(_)), "{err:?}");
     let text = err.to_string();
     assert!(
-        text.contains("protocol 1") && text.contains("99") && text.contains("upgrade"),
+        text.contains(&format!("protocol {}", cmdop_proto::PROTOCOL_VERSION))
+            && text.contains("99")
+            && text.contains("upgrade"),
         "{text}"
     );
     assert!(
@@ -130,7 +132,7 @@ fn a_client_without_a_certificate_is_refused() {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
-        tls.alpn_protocols = vec![cmdop_node::proto::ALPN.to_vec()];
+        tls.alpn_protocols = vec![cmdop_proto::ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         let connecting = endpoint
@@ -186,13 +188,9 @@ fn flood(addr: std::net::SocketAddr, count: usize, garbage: usize) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let home = Home::new("flooder");
     let identity = cmdop_certs::Identity::load_or_create(&home.path, "client").unwrap();
-    let config = cmdop_node::tls::client_config(
-        &identity,
-        None,
-        Default::default(),
-        cmdop_node::proto::ALPN,
-    )
-    .unwrap();
+    let config =
+        cmdop_client::tls::client_config(&identity, None, Default::default(), cmdop_proto::ALPN)
+            .unwrap();
     let mut endpoint = quinn_proto::Endpoint::new(
         Arc::new(quinn_proto::EndpointConfig::default()),
         None,
@@ -292,8 +290,8 @@ fn limits_are_enforced_with_errors_that_name_them() {
     };
     let session = sessions_json_id(&home, "a");
     runtime.block_on(async {
-        use cmdop_node::attachment::{AttachSpec, Attachment};
-        use cmdop_node::proto::{AttachMode, WinSize};
+        use cmdop_client::live::{AttachSpec, Attachment};
+        use cmdop_proto::{AttachMode, WinSize};
         let spec = AttachSpec {
             session,
             mode: AttachMode::ReadOnly,
@@ -380,13 +378,10 @@ fn handshakes_beyond_the_limit_are_refused_and_the_node_recovers() {
         node.log_text()
     );
     // The established connection is not affected.
-    let reply = runtime
-        .block_on(established.request(&cmdop_node::proto::Request::List))
+    let sessions = runtime
+        .block_on(established.call(cmdop_proto::ListSessions))
         .unwrap();
-    assert!(
-        matches!(reply, cmdop_node::proto::Reply::Sessions(ref s) if s.len() == 1),
-        "{reply:?}"
-    );
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
     // Once the half-open handshakes time out, new clients get in again.
     assert!(
         wait_until(Duration::from_secs(30), || runtime

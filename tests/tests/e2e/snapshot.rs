@@ -1,10 +1,10 @@
 //! Save, restore and node-to-node migration between two nodes on loopback, each with its own
 //! `$CMDOP_HOME`, and one client authorized on both.
 
+use cmdop_client::dial::{ClientError, Dialer, Target};
 use cmdop_e2e::pty::Terminal;
 use cmdop_e2e::{bin, free_port, sessions_json, wait_until, Home, NodeProcess};
-use cmdop_node::client::{Dialer, NodeClient, Target};
-use cmdop_node::proto::{Reply, Request};
+use cmdop_proto::{Credential, IssueTicket, ListSessions, Migrate, Restore};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -108,10 +108,6 @@ impl Pair {
         };
         (dialer, target)
     }
-}
-
-async fn request(client: &mut NodeClient, request: Request) -> Reply {
-    client.request(&request).await.unwrap()
 }
 
 #[test]
@@ -342,11 +338,8 @@ fn migrate_to_an_offline_node_leaves_the_session() {
     let (dialer, target) = pair.raw_client(&runtime, &pair.two);
     let (fingerprint, ticket) = runtime.block_on(async {
         let mut client = dialer.connect(&target, None).await.unwrap();
-        let Reply::Ticket { token, .. } = request(&mut client, Request::MigrationTicket).await
-        else {
-            panic!("no ticket")
-        };
-        (client.fingerprint.to_string(), token)
+        let ticket = client.call(IssueTicket).await.unwrap();
+        (client.fingerprint.clone(), ticket.token)
     });
     pair.two.stop();
 
@@ -368,7 +361,7 @@ fn migrate_to_an_offline_node_leaves_the_session() {
     let (dialer, target) = pair.raw_client(&runtime, &pair.one);
     let reply = runtime.block_on(async {
         let mut client = dialer.connect(&target, None).await.unwrap();
-        let migrate = Request::Migrate {
+        let migrate = Migrate {
             session: id,
             to_name: "two".into(),
             to_addr: pair.two.addr(),
@@ -376,9 +369,9 @@ fn migrate_to_an_offline_node_leaves_the_session() {
             ticket,
             name: None,
         };
-        request(&mut client, migrate).await
+        client.call(migrate).await
     });
-    let Reply::Error(e) = reply else {
+    let Err(ClientError::Rejected(e)) = reply else {
         panic!("migrate to an offline node succeeded: {reply:?}")
     };
     assert!(
@@ -405,12 +398,10 @@ fn migrate_to_an_untrusted_node_leaves_the_session() {
     let (dialer_one, target_one) = pair.raw_client(&runtime, &pair.one);
     let reply = runtime.block_on(async {
         let mut two = dialer_two.connect(&target_two, None).await.unwrap();
-        let Reply::Ticket { token, .. } = request(&mut two, Request::MigrationTicket).await else {
-            panic!("no ticket")
-        };
+        let token = two.call(IssueTicket).await.unwrap().token;
         let mut one = dialer_one.connect(&target_one, None).await.unwrap();
-        let wrong = cmdop_certs::Fingerprint::of_spki(b"someone else").to_string();
-        let migrate = Request::Migrate {
+        let wrong = cmdop_certs::Fingerprint::of_spki(b"someone else");
+        let migrate = Migrate {
             session: id,
             to_name: "two".into(),
             to_addr: pair.two.addr(),
@@ -418,9 +409,9 @@ fn migrate_to_an_untrusted_node_leaves_the_session() {
             ticket: token,
             name: None,
         };
-        request(&mut one, migrate).await
+        one.call(migrate).await
     });
-    let Reply::Error(e) = reply else {
+    let Err(ClientError::Rejected(e)) = reply else {
         panic!("migrate to a node with another key succeeded: {reply:?}")
     };
     assert!(
@@ -526,16 +517,13 @@ fn a_migration_ticket_admits_one_restore_once_and_nothing_else() {
     pair.cmdop(&["session", "save", "src", "--to", snap.to_str().unwrap()])
         .ok();
     let snapshot =
-        cmdop_node::snapshot::Snapshot::from_json(&std::fs::read(&snap).unwrap()).unwrap();
+        cmdop_proto::snapshot::Snapshot::from_json(&std::fs::read(&snap).unwrap()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (dialer, target) = pair.raw_client(&runtime, &pair.two);
     let stranger_home = Home::new("snap-stranger");
     runtime.block_on(async {
         let mut client = dialer.connect(&target, None).await.unwrap();
-        let Reply::Ticket { token, .. } = request(&mut client, Request::MigrationTicket).await
-        else {
-            panic!("no ticket")
-        };
+        let token = client.call(IssueTicket).await.unwrap().token;
         // A key the node has never seen, holding the ticket.
         let stranger = cmdop_certs::Identity::load_or_create(&stranger_home.path, "node").unwrap();
         let stranger = Dialer::new(
@@ -545,26 +533,27 @@ fn a_migration_ticket_admits_one_restore_once_and_nothing_else() {
         )
         .unwrap();
         let mut peer = stranger
-            .connect(&target, Some(token.clone()))
+            .connect(&target, Some(Credential::MigrationTicket(token.clone())))
             .await
             .unwrap();
-        let Reply::Error(e) = request(&mut peer, Request::List).await else {
+        let Err(ClientError::Rejected(e)) = peer.call(ListSessions).await else {
             panic!("a ticket allowed a listing")
         };
         assert!(e.message.contains("one restore"), "{}", e.message);
-        let restore = Request::Restore {
+        let restore = Restore {
             snapshot,
             name: Some("via-ticket".into()),
         };
-        let Reply::Restored { session, .. } = request(&mut peer, restore.clone()).await else {
-            panic!("the ticket's restore failed")
-        };
+        let session = peer.call(restore.clone()).await.unwrap().session;
         assert_eq!(session.name.as_deref(), Some("via-ticket"));
-        let Reply::Error(_) = request(&mut peer, restore).await else {
+        let Err(ClientError::Rejected(_)) = peer.call(restore).await else {
             panic!("a ticket allowed a second restore")
         };
         // Used once, the ticket is gone.
-        let again = stranger.connect(&target, Some(token)).await.unwrap_err();
+        let again = stranger
+            .connect(&target, Some(Credential::MigrationTicket(token)))
+            .await
+            .unwrap_err();
         assert!(
             again.to_string().contains("unknown or was already used"),
             "{again}"

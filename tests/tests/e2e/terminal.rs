@@ -156,7 +156,8 @@ fn output_printed_just_before_the_shell_exits_is_shown() {
 }
 
 fn tail_text(term: &Terminal) -> String {
-    let text: Vec<char> = term.text().chars().collect();
+    let text: String = term.text().replace("flood\r\n", "");
+    let text: Vec<char> = text.chars().collect();
     text[text.len().saturating_sub(2000)..].iter().collect()
 }
 

@@ -3,11 +3,11 @@
 //! "Output flows again" is the arrival of the first line generated after the event, so packets
 //! already in flight do not flatter the figures.
 
+use cmdop_client::dial::{Dialer, Target};
+use cmdop_client::live::{AttachSpec, Attachment, Event, LinkState};
 use cmdop_e2e::{free_port, Home, NodeProcess};
 use cmdop_netsim::{Impairments, Netsim, NetsimConfig};
-use cmdop_node::attachment::{AttachSpec, Attachment, Event, LinkState};
-use cmdop_node::client::{Dialer, Target};
-use cmdop_node::proto::{AttachMode, Reply, Request, WinSize};
+use cmdop_proto::{AttachMode, ListSessions, WinSize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -180,9 +180,7 @@ fn measure(
     let observed = Arc::new(Mutex::new(Observed::default()));
     let (handle, rtt, stats) = runtime.block_on(async {
         let mut client = dialer.connect(&target, None).await.unwrap();
-        let Reply::Sessions(sessions) = client.request(&Request::List).await.unwrap() else {
-            panic!("list")
-        };
+        let sessions = client.call(ListSessions).await.unwrap();
         let session = sessions
             .iter()
             .find(|s| s.name.as_deref() == Some("ticker"))
@@ -232,7 +230,7 @@ fn measure(
                         sink.lock().unwrap().reconnected_at.push(Instant::now())
                     }
                     Event::End(end) => {
-                        if end != cmdop_node::attachment::End::Detached {
+                        if end != cmdop_client::live::End::Detached {
                             eprintln!("the attachment ended early: {end:?}");
                         }
                         break;

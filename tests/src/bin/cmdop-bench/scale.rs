@@ -3,7 +3,7 @@
 //! them all; and the same for a tmux server with 1,000 sessions when tmux is installed.
 
 use cmdop_e2e::{free_port, procfs, Home, NodeProcess};
-use cmdop_node::proto::{CreateSession, Reply, Request};
+use cmdop_proto::{CreateSession, ListSessions};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -74,25 +74,16 @@ fn cmdop_figures() -> Figures {
         let target = node.target("local");
         let mut client = dialer.connect(&target, None).await.unwrap();
         // Warm up: one session, so the baseline includes the runtime and one connection.
-        let _ = client
-            .request(&Request::Create(CreateSession::default()))
-            .await
-            .unwrap();
+        client.call(CreateSession::default()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let base = rss_kib(pid);
         for _ in 1..SESSIONS {
-            let reply = client
-                .request(&Request::Create(CreateSession::default()))
-                .await
-                .unwrap();
-            assert!(matches!(reply, Reply::Session(_)), "{reply:?}");
+            client.call(CreateSession::default()).await.unwrap();
         }
         // Let every shell print its prompt and settle.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let started = Instant::now();
-        let Reply::Sessions(list) = client.request(&Request::List).await.unwrap() else {
-            panic!("list")
-        };
+        let list = client.call(ListSessions).await.unwrap();
         let list_ms = started.elapsed().as_secs_f64() * 1000.0;
         assert_eq!(list.len(), SESSIONS);
         let ring: u64 = list.iter().map(|s| s.output_bytes).sum();

@@ -2,12 +2,12 @@
 //! network events, and a checker per session.
 
 use crate::emit::checksum;
+use cmdop_client::dial::{Dialer, Target};
+use cmdop_client::live::{AttachSpec, Attachment, AttachmentHandle, End, Event};
 use cmdop_e2e::{free_port, procfs, Home, NodeProcess};
 use cmdop_netsim::{Impairments, Netsim, NetsimConfig};
-use cmdop_node::attachment::{AttachSpec, Attachment, AttachmentHandle, End, Event};
-use cmdop_node::client::{Dialer, Target};
-use cmdop_node::proto::{AttachMode, Reply, Request, WinSize};
-use rand::{Rng, SeedableRng};
+use cmdop_proto::{AttachMode, ListSessions, WinSize};
+use rand::{RngExt, SeedableRng};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,6 +35,9 @@ struct Totals {
     bad_checksums: AtomicU64,
     overflow_skipped_lines: AtomicU64,
     gaps: AtomicU64,
+    screens: AtomicU64,
+    skipped_bytes: AtomicU64,
+    skipped_echoes: AtomicU64,
     typed_lines: AtomicU64,
     typed_bytes: AtomicU64,
     echoed_lines: AtomicU64,
@@ -47,6 +50,10 @@ struct Checker {
     partial: Vec<u8>,
     next_line: Option<u64>,
     gap_pending: bool,
+    /// A screen frame replaced output: echoes in the skipped range are not seen.
+    echo_skip_pending: bool,
+    /// Output resumed mid-line after a screen frame: the rest of that line is not a line.
+    discard_partial: bool,
     next_echo: u64,
 }
 
@@ -61,6 +68,9 @@ impl Checker {
                 .trim_end_matches('\r')
                 .to_string();
             self.partial.clear();
+            if std::mem::take(&mut self.discard_partial) {
+                continue;
+            }
             self.line(&text, totals);
         }
     }
@@ -70,6 +80,14 @@ impl Checker {
             match rest.parse::<u64>() {
                 Ok(j) if j == self.next_echo => {
                     self.next_echo += 1;
+                    totals.echoed_lines.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(j) if j > self.next_echo && self.echo_skip_pending => {
+                    totals
+                        .skipped_echoes
+                        .fetch_add(j - self.next_echo, Ordering::Relaxed);
+                    self.next_echo = j + 1;
+                    self.echo_skip_pending = false;
                     totals.echoed_lines.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {
@@ -157,9 +175,7 @@ pub fn run(options: Options) -> ExitCode {
         let dialer = home.dialer(Duration::from_secs(5));
         let target = node.target("local");
         let mut client = dialer.connect(&target, None).await.unwrap();
-        let Reply::Sessions(list) = client.request(&Request::List).await.unwrap() else {
-            panic!("list")
-        };
+        let list = client.call(ListSessions).await.unwrap();
         list.into_iter()
             .filter_map(|s| Some((s.id, s.name?)))
             .collect()
@@ -168,13 +184,13 @@ pub fn run(options: Options) -> ExitCode {
     let mut workers = Vec::new();
     for (index, (session, name)) in sessions.into_iter().enumerate() {
         let impairments = Impairments {
-            loss: rng.gen_range(0.0..0.05),
-            duplicate: rng.gen_range(0.0..0.02),
-            delay: Duration::from_millis(rng.gen_range(0..20)),
-            jitter: Duration::from_millis(rng.gen_range(0..30)),
+            loss: rng.random_range(0.0..0.05),
+            duplicate: rng.random_range(0.0..0.02),
+            delay: Duration::from_millis(rng.random_range(0..20)),
+            jitter: Duration::from_millis(rng.random_range(0..30)),
             ..Impairments::default()
         };
-        let seed = rng.gen();
+        let seed = rng.random();
         let totals = totals.clone();
         let identity = identity.clone();
         let home_path = home.path.clone();
@@ -238,6 +254,16 @@ pub fn run(options: Options) -> ExitCode {
                     Some(Event::Gap(_)) => {
                         checker.gap_pending = true;
                         totals.gaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Event::Screen(frame)) => {
+                        checker.gap_pending = true;
+                        checker.echo_skip_pending = true;
+                        checker.partial.clear();
+                        checker.discard_partial = true;
+                        totals.screens.fetch_add(1, Ordering::Relaxed);
+                        totals
+                            .skipped_bytes
+                            .fetch_add(frame.skipped, Ordering::Relaxed);
                     }
                     Some(Event::Link(_)) => {}
                     Some(Event::End(end)) => {
@@ -303,7 +329,7 @@ pub fn run(options: Options) -> ExitCode {
     let echoed = load(&t.echoed_lines);
     let lost = load(&t.lost_lines);
     let repeated = load(&t.repeated_lines);
-    let missing_echoes = typed.saturating_sub(echoed);
+    let missing_echoes = typed.saturating_sub(echoed + load(&t.skipped_echoes));
     println!(
         "cmdop-soak: {} s with {} sessions (seed {})",
         elapsed.as_secs(),
@@ -336,6 +362,12 @@ pub fn run(options: Options) -> ExitCode {
         "  overflow reported {} gaps, {overflow} bytes ({} lines)",
         load(&t.gaps),
         load(&t.overflow_skipped_lines)
+    );
+    println!(
+        "  skipped to screen {} times, {} bytes ({} echoes in skipped ranges)",
+        load(&t.screens),
+        load(&t.skipped_bytes),
+        load(&t.skipped_echoes)
     );
     println!(
         "  input errors      {} (+{missing_echoes} typed lines never echoed)",
@@ -374,18 +406,18 @@ async fn network_events(netsim: Arc<Netsim>, totals: Arc<Totals>, seed: u64, dur
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xe7e7);
     let end = tokio::time::Instant::now() + duration;
     loop {
-        let wait = Duration::from_millis(rng.gen_range(5_000..30_000));
+        let wait = Duration::from_millis(rng.random_range(5_000..30_000));
         if tokio::time::Instant::now() + wait + Duration::from_secs(15) > end {
             return;
         }
         tokio::time::sleep(wait).await;
-        match rng.gen_range(0..10) {
+        match rng.random_range(0..10) {
             0..=5 => {
                 netsim.rebind();
                 totals.rebinds.fetch_add(1, Ordering::Relaxed);
             }
             6..=8 => {
-                netsim.blackout(Duration::from_millis(rng.gen_range(500..4_000)));
+                netsim.blackout(Duration::from_millis(rng.random_range(500..4_000)));
                 totals.blackouts.fetch_add(1, Ordering::Relaxed);
             }
             _ => {
@@ -411,7 +443,7 @@ async fn type_lines(
     let end = tokio::time::Instant::now() + duration;
     let mut j = 0u64;
     while tokio::time::Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(500..3_000))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..3_000))).await;
         let line = format!("k{j}\r").into_bytes();
         totals
             .typed_bytes

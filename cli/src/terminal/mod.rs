@@ -1,0 +1,35 @@
+//! The interactive terminal: raw mode on the local terminal, keystrokes up, output down.
+//!
+//! The connection work (sequence numbers, roaming, reconnect and resync) is the client
+//! library's [`Attachment`](cmdop_client::live::Attachment); this module is the terminal around
+//! it:
+//! - a **stdin thread** reads keys and hands them to the attachment at once (never behind
+//!   output), watching for the detach key: Ctrl+D by default, `Ctrl+]` then Ctrl+D sends a
+//!   literal Ctrl+D, and `Ctrl+]` twice a literal `Ctrl+]` ([`keys`]);
+//! - the **main loop** writes output to stdout, a gap marker where the node's ringbuffer
+//!   overflowed, and a one-line status (top row, like mosh) while the link is down
+//!   ([`main_loop`], [`status`]);
+//! - window-size changes are forwarded; raw mode is restored on every exit path, panics
+//!   included ([`raw`]).
+//!
+//! `CMDOP_TRANSCRIPT=FILE` copies every session byte shown into FILE (tests compare it with what
+//! the session printed).
+
+mod keys;
+mod main_loop;
+mod raw;
+mod status;
+
+pub use main_loop::run;
+pub use raw::window_size;
+
+use cmdop_proto::AttachMode;
+
+/// How to attach.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachOptions {
+    /// Interactive or read-only.
+    pub mode: AttachMode,
+    /// Force-detach the current holder.
+    pub takeover: bool,
+}

@@ -1,0 +1,320 @@
+//! Dialing a node: resolve its address, check its key against the pins, say hello, and hand
+//! back a [`NodeClient`] for requests.
+//!
+//! Errors are sentences for the user ([`ClientError`]): an offline node, a changed key (both
+//! fingerprints and how to reset the pin), or the node's own refusal.
+
+pub use crate::error::{describe_close, ClientError};
+pub use crate::node_client::NodeClient;
+
+use crate::error::{recv_error, send_error};
+use crate::tls::client_config;
+use crate::wire::{FramedRecv, FramedSend, RecvError};
+use cmdop_certs::verify::SeenFingerprint;
+use cmdop_certs::{Fingerprint, Identity, KnownNodes, PinCheck};
+use cmdop_proto::{close_code, Credential, Hello, HelloReply, ALPN, PROTOCOL_VERSION};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A node to dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The name the user knows it by.
+    pub name: String,
+    /// `host:port` as configured (also the key of its pin).
+    pub addr: String,
+}
+
+/// Dials nodes with this client's identity.
+pub struct Dialer {
+    endpoint: quinn::Endpoint,
+    identity: Arc<Identity>,
+    known_nodes: PathBuf,
+    pins: Mutex<()>,
+    /// How long to wait for a node.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+/// Appends the default port when `addr` has none (text that is no address stays as it is).
+pub fn with_default_port(addr: &str) -> String {
+    addr.parse::<cmdop_proto::config::HostPort>()
+        .map_or_else(|_| addr.to_string(), |addr| addr.to_string())
+}
+
+/// One dial in progress: the target, its pin, and the key the node presented, which the
+/// error sentences need.
+struct Attempt<'a> {
+    target: &'a Target,
+    /// `target.addr` with its port: the key of the pin.
+    pin_key: String,
+    pin: Option<Fingerprint>,
+    seen: SeenFingerprint,
+    timeout: Duration,
+}
+
+impl Attempt<'_> {
+    fn offline(&self) -> ClientError {
+        ClientError::Offline {
+            name: self.target.name.clone(),
+            addr: self.target.addr.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    fn key_changed(&self, pinned: Fingerprint, presented: Fingerprint) -> ClientError {
+        ClientError::KeyChanged {
+            name: self.target.name.clone(),
+            addr: self.target.addr.clone(),
+            pinned,
+            presented,
+        }
+    }
+
+    fn presented(&self) -> Option<Fingerprint> {
+        self.seen.lock().ok().and_then(|seen| seen.clone())
+    }
+
+    /// A failed handshake or stream: a key other than the pinned one says so first.
+    fn connection_error(&self, error: quinn::ConnectionError) -> ClientError {
+        if let (Some(pinned), Some(presented)) = (self.pin.clone(), self.presented()) {
+            if pinned != presented {
+                return self.key_changed(pinned, presented);
+            }
+        }
+        describe_close(&self.target.name, error)
+    }
+}
+
+/// What the node said to our hello.
+struct Greeted {
+    send: FramedSend,
+    recv: FramedRecv,
+    host: String,
+}
+
+impl Dialer {
+    /// A dialer bound to an ephemeral UDP port.
+    pub fn new(
+        identity: Arc<Identity>,
+        known_nodes: PathBuf,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
+            .map_err(|e| ClientError::setup_from("cannot open a UDP socket", e))?;
+        Ok(Dialer {
+            endpoint,
+            identity,
+            known_nodes,
+            pins: Mutex::new(()),
+            timeout,
+        })
+    }
+
+    /// The local endpoint (for rebinding after a network change).
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    /// Resolves a target's address.
+    pub async fn resolve(&self, target: &Target) -> Result<SocketAddr, ClientError> {
+        let addr = with_default_port(&target.addr);
+        let resolve_err = |source: std::io::Error| ClientError::Resolve {
+            name: target.name.clone(),
+            addr: target.addr.clone(),
+            source,
+        };
+        let mut addrs = tokio::net::lookup_host(addr.as_str())
+            .await
+            .map_err(resolve_err)?;
+        addrs.next().ok_or_else(|| {
+            resolve_err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no addresses",
+            ))
+        })
+    }
+
+    /// Dials `target`, checks its key, and says hello (with an invite token or a migration
+    /// ticket if given).
+    pub async fn connect(
+        &self,
+        target: &Target,
+        credential: Option<Credential>,
+    ) -> Result<NodeClient, ClientError> {
+        self.connect_with_alpn(target, credential, ALPN, PROTOCOL_VERSION)
+            .await
+    }
+
+    /// As [`Dialer::connect`], speaking a given ALPN and protocol version (tests use this to
+    /// play an incompatible client).
+    pub async fn connect_with_alpn(
+        &self,
+        target: &Target,
+        credential: Option<Credential>,
+        alpn: &[u8],
+        version: u32,
+    ) -> Result<NodeClient, ClientError> {
+        let started = Instant::now();
+        let addr = self.resolve(target).await?;
+        let pin_key = with_default_port(&target.addr);
+        let known = self.load_pins()?;
+        let attempt = Attempt {
+            target,
+            pin: known.pin(&pin_key).cloned(),
+            pin_key,
+            seen: Arc::new(Mutex::new(None)),
+            timeout: self.timeout,
+        };
+        let (connection, presented) = self.handshake(&attempt, addr, alpn).await?;
+        let newly_pinned = match known.check(&attempt.pin_key, &presented) {
+            PinCheck::Match => false,
+            PinCheck::Changed { pinned } => {
+                return Err(close_key_changed(&attempt, &connection, pinned, presented))
+            }
+            PinCheck::Unknown => true,
+        };
+        let remaining = self
+            .timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(500));
+        let hello = say_hello(&attempt, &connection, credential, version);
+        let greeted = match tokio::time::timeout(remaining, hello).await {
+            Err(_) => return Err(attempt.offline()),
+            Ok(result) => result?,
+        };
+        if newly_pinned {
+            self.pin_new_key(&attempt, &connection, &presented)?;
+        }
+        Ok(NodeClient {
+            connection,
+            send: greeted.send,
+            recv: greeted.recv,
+            host: greeted.host,
+            fingerprint: presented,
+            target: target.clone(),
+        })
+    }
+
+    fn load_pins(&self) -> Result<KnownNodes, ClientError> {
+        KnownNodes::load(&self.known_nodes).map_err(|e| {
+            let context = format!("cannot read {}", self.known_nodes.display());
+            ClientError::setup_from(&context, e)
+        })
+    }
+
+    /// The QUIC and TLS handshake, within the dial timeout: the connection and the key the
+    /// node presented.
+    async fn handshake(
+        &self,
+        attempt: &Attempt<'_>,
+        addr: SocketAddr,
+        alpn: &[u8],
+    ) -> Result<(quinn::Connection, Fingerprint), ClientError> {
+        let config = client_config(
+            &self.identity,
+            attempt.pin.clone(),
+            attempt.seen.clone(),
+            alpn,
+        )
+        .map_err(|e| ClientError::Setup {
+            message: e.to_string(),
+            source: Some(e.into()),
+        })?;
+        let connecting = self
+            .endpoint
+            .connect_with(config, addr, "cmdop-node")
+            .map_err(|e| ClientError::connection(&attempt.target.name, e))?;
+        let connection = match tokio::time::timeout(self.timeout, connecting).await {
+            Err(_) => return Err(attempt.offline()),
+            Ok(Err(e)) => return Err(attempt.connection_error(e)),
+            Ok(Ok(connection)) => connection,
+        };
+        let presented = attempt
+            .presented()
+            .ok_or_else(|| ClientError::setup("the node presented no key"))?;
+        Ok((connection, presented))
+    }
+
+    /// Pins the key of a node seen for the first time. Pin writes of parallel dials from this
+    /// process are serialized, and the pins are read again: another dial may have pinned this
+    /// address meanwhile.
+    fn pin_new_key(
+        &self,
+        attempt: &Attempt<'_>,
+        connection: &quinn::Connection,
+        presented: &Fingerprint,
+    ) -> Result<(), ClientError> {
+        let _lock = self.pins.lock();
+        let mut known = KnownNodes::load(&self.known_nodes).map_err(|e| ClientError::Setup {
+            message: e.to_string(),
+            source: Some(e.into()),
+        })?;
+        match known.check(&attempt.pin_key, presented) {
+            PinCheck::Match => Ok(()),
+            PinCheck::Changed { pinned } => Err(close_key_changed(
+                attempt,
+                connection,
+                pinned,
+                presented.clone(),
+            )),
+            PinCheck::Unknown => known
+                .insert(&attempt.pin_key, presented.clone())
+                .map_err(|e| {
+                    let context = format!("cannot write {}", self.known_nodes.display());
+                    ClientError::setup_from(&context, e)
+                }),
+        }
+    }
+}
+
+/// Closes a connection whose key differs from the pin, and says so.
+fn close_key_changed(
+    attempt: &Attempt<'_>,
+    connection: &quinn::Connection,
+    pinned: Fingerprint,
+    presented: Fingerprint,
+) -> ClientError {
+    connection.close(close_code::DONE.into(), b"node key changed");
+    attempt.key_changed(pinned, presented)
+}
+
+/// Opens the control stream, sends the hello, and reads the node's welcome or refusal.
+async fn say_hello(
+    attempt: &Attempt<'_>,
+    connection: &quinn::Connection,
+    credential: Option<Credential>,
+    version: u32,
+) -> Result<Greeted, ClientError> {
+    let name = &attempt.target.name;
+    let (send, recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| attempt.connection_error(e))?;
+    let mut send = FramedSend::new(send);
+    let mut recv = FramedRecv::new(recv, cmdop_proto::frame::DEFAULT_MAX_FRAME);
+    send.send(&Hello {
+        version,
+        credential,
+    })
+    .await
+    .map_err(|e| send_error(name, connection, e))?;
+    let reply = recv
+        .recv::<HelloReply>()
+        .await
+        .map_err(|e| recv_error(name, connection, e))?;
+    match reply {
+        Some(HelloReply::Welcome { host, .. }) => Ok(Greeted { send, recv, host }),
+        Some(HelloReply::Refused(refusal)) => Err(ClientError::Refused(refusal.message)),
+        None => Err(recv_error(name, connection, RecvError::Truncated)),
+    }
+}

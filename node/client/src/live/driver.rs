@@ -1,0 +1,370 @@
+//! The driver task behind an [`Attachment`](super::Attachment): it runs one link at a time
+//! (keystrokes up, path watching), and when a link is lost it reconnects with backoff and
+//! resumes where the terminal left off.
+
+use super::link::{downlink, open_link, AttachFailure, Link, LinkEnd};
+use super::path_watch::{PathAction, PathWatch};
+use super::{lock, AttachSpec, Command, End, Event, LinkState};
+use crate::dial::{ClientError, Dialer, Target};
+use crate::wire::{FramedSend, SendError};
+use cmdop_proto::resync::Resync;
+use cmdop_proto::{AttachInput, AttachMode, AttachRequest};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, Notify};
+
+/// Largest input frame sent when replaying unacknowledged keystrokes.
+const RESEND_CHUNK: usize = 32 * 1024;
+
+/// The state of one attachment's driver task.
+pub(super) struct Driver {
+    dialer: Arc<Dialer>,
+    target: Target,
+    spec: AttachSpec,
+    resync: Arc<Mutex<Resync>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<Event>,
+    link_state: LinkState,
+    /// When the last packet from the node arrived.
+    last_contact: Instant,
+    /// The last link's round-trip time.
+    rtt: Duration,
+    /// This attachment's keystroke stream.
+    input_stream: u64,
+}
+
+/// What the driver needs from the attachment it drives.
+pub(super) struct Channels {
+    /// Shared with the attachment, for its counters.
+    pub resync: Arc<Mutex<Resync>>,
+    /// From the attachment's handles.
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    /// To the terminal.
+    pub events: mpsc::Sender<Event>,
+}
+
+impl Driver {
+    /// A driver for `spec`'s session on `target`, whose keystrokes form `input_stream`.
+    pub(super) fn new(
+        dialer: Arc<Dialer>,
+        target: Target,
+        spec: AttachSpec,
+        input_stream: u64,
+        channels: Channels,
+    ) -> Self {
+        Driver {
+            dialer,
+            target,
+            spec,
+            resync: channels.resync,
+            commands: channels.commands,
+            events: channels.events,
+            link_state: LinkState::Up,
+            last_contact: Instant::now(),
+            rtt: Duration::from_millis(100),
+            input_stream,
+        }
+    }
+
+    /// Runs links until the attachment ends, then reports how.
+    pub(super) async fn run(mut self, first: Link) {
+        let mut link = first;
+        let end = loop {
+            match self.run_link(link).await {
+                LinkEnd::Done(end) => break end,
+                LinkEnd::Lost(reason) => {
+                    tracing::debug!("link lost: {reason}");
+                    match self.reconnect().await {
+                        Ok(next) => link = next,
+                        Err(end) => break end,
+                    }
+                }
+            }
+        };
+        let _ = self.events.send(Event::End(end)).await;
+    }
+
+    async fn set_link_state(&mut self, state: LinkState) {
+        if self.link_state != state {
+            self.link_state = state.clone();
+            let _ = self.events.send(Event::Link(state)).await;
+        }
+    }
+
+    fn rebind(&self) {
+        match std::net::UdpSocket::bind(("0.0.0.0", 0)) {
+            Ok(socket) => {
+                if let Err(e) = self.dialer.endpoint().rebind(socket) {
+                    tracing::debug!("rebind failed: {e}");
+                }
+            }
+            Err(e) => tracing::debug!("cannot open a new socket: {e}"),
+        }
+    }
+
+    /// Runs one link: output flows down in its own task, keystrokes go up, and the path is
+    /// watched for silence.
+    async fn run_link(&mut self, link: Link) -> LinkEnd {
+        let Link {
+            connection,
+            mut send,
+            recv,
+            ..
+        } = link;
+        self.rtt = connection.rtt();
+        if let Err(e) = self.resend_unacked(&mut send).await {
+            return LinkEnd::Lost(e.to_string());
+        }
+        let shown = Arc::new(Notify::new());
+        let mut reported = 0;
+        let mut reporting = true;
+        let mut downlink = tokio::spawn(downlink(
+            recv,
+            connection.clone(),
+            self.resync.clone(),
+            self.events.clone(),
+            shown.clone(),
+        ));
+        let mut watch = PathWatch::new(
+            connection.stats().udp_rx.datagrams,
+            Instant::now(),
+            SystemTime::now(),
+        );
+        let mut next_tick = tokio::time::Instant::now();
+        let end = loop {
+            tokio::select! {
+                end = &mut downlink => {
+                    break end.unwrap_or_else(|e| LinkEnd::Lost(format!("output task failed: {e}")));
+                }
+                command = self.commands.recv() => {
+                    if let Some(end) = self.on_command(command, &mut send).await {
+                        break end;
+                    }
+                }
+                _ = shown.notified(), if reporting => {
+                    // A node that stopped reading (it detached us, and its reason is on the
+                    // way down) is not a lost link: the output stream says how this ends.
+                    reporting = self.report_shown(&mut reported, &mut send).await.is_ok();
+                }
+                _ = tokio::time::sleep_until(next_tick) => {
+                    let now = Instant::now();
+                    let datagrams = connection.stats().udp_rx.datagrams;
+                    let action = watch.tick(now, SystemTime::now(), datagrams, connection.rtt());
+                    next_tick = tokio::time::Instant::now() + watch.tick_interval();
+                    if let Err(e) = self.on_tick(action, now, &connection, &mut send).await {
+                        break LinkEnd::Lost(e.to_string());
+                    }
+                }
+            }
+        };
+        downlink.abort();
+        end
+    }
+
+    /// Tells the node how far the terminal has shown output, if further than last reported.
+    async fn report_shown(
+        &self,
+        reported: &mut u64,
+        send: &mut FramedSend,
+    ) -> Result<(), SendError> {
+        let offset = lock(&self.resync).resume_from();
+        if offset <= *reported {
+            return Ok(());
+        }
+        *reported = offset;
+        send.send(&AttachInput::Shown { offset }).await
+    }
+
+    /// Sends again the keystrokes typed while the link was down, in frames well under the
+    /// node's max_frame however long the outage was.
+    async fn resend_unacked(&self, send: &mut FramedSend) -> Result<(), SendError> {
+        let Some((seq, data)) = lock(&self.resync).unacked() else {
+            return Ok(());
+        };
+        for (i, piece) in data.chunks(RESEND_CHUNK).enumerate() {
+            let frame = AttachInput::Input {
+                seq: seq + (i * RESEND_CHUNK) as u64,
+                data: piece.to_vec(),
+            };
+            send.send(&frame).await?;
+        }
+        Ok(())
+    }
+
+    /// Acts on a command from the attachment's handles; Some when the link is over.
+    async fn on_command(
+        &mut self,
+        command: Option<Command>,
+        send: &mut FramedSend,
+    ) -> Option<LinkEnd> {
+        let frame = match command {
+            Some(Command::Input(bytes)) => {
+                if self.spec.mode == AttachMode::ReadOnly || bytes.is_empty() {
+                    return None;
+                }
+                let seq = lock(&self.resync).input(&bytes);
+                AttachInput::Input { seq, data: bytes }
+            }
+            Some(Command::Resize(size)) => {
+                if self.spec.mode == AttachMode::ReadOnly {
+                    return None;
+                }
+                // Later re-attachments ask for the size the terminal has now.
+                self.spec.size = size;
+                AttachInput::Resize(size)
+            }
+            Some(Command::Rebind) => {
+                self.rebind();
+                return None;
+            }
+            Some(Command::Detach) | None => {
+                let _ = send.send(&AttachInput::Detach).await;
+                send.finish();
+                let stopped = send.stream().stopped();
+                let _ = tokio::time::timeout(Duration::from_millis(500), stopped).await;
+                return Some(LinkEnd::Done(End::Detached));
+            }
+        };
+        let sent = send.send(&frame).await;
+        sent.err().map(|e| LinkEnd::Lost(e.to_string()))
+    }
+
+    /// Does what a [`PathWatch`] tick asks for.
+    async fn on_tick(
+        &mut self,
+        action: PathAction,
+        now: Instant,
+        connection: &quinn::Connection,
+        send: &mut FramedSend,
+    ) -> Result<(), SendError> {
+        if action.received {
+            self.last_contact = now;
+            self.set_link_state(LinkState::Up).await;
+        }
+        if action.probe {
+            send.send(&AttachInput::Probe).await?;
+        }
+        if action.rebind {
+            self.rebind();
+        }
+        if let Some(secs) = action.silent_secs {
+            let peer = connection.remote_address();
+            self.set_link_state(LinkState::Silent { secs, peer }).await;
+        }
+        Ok(())
+    }
+
+    /// Reconnects and re-attaches until it works, the session turns out to be gone, or the user
+    /// detaches. Keystrokes typed meanwhile wait in the resync buffer.
+    async fn reconnect(&mut self) -> Result<Link, End> {
+        let lost_at = self.last_contact;
+        let mut backoff = Duration::from_millis(50);
+        self.rebind();
+        loop {
+            self.set_link_state(LinkState::Reconnecting {
+                secs: lost_at.elapsed().as_secs(),
+            })
+            .await;
+            match self.try_reattach(lost_at, backoff).await? {
+                Some(link) => {
+                    // `run_link` sends what is still unacknowledged.
+                    lock(&self.resync).reattached(link.input_seq, link.input_reset);
+                    self.set_link_state(LinkState::Up).await;
+                    return Ok(link);
+                }
+                None => backoff = (backoff * 2).min(Duration::from_secs(1)),
+            }
+        }
+    }
+
+    /// One attempt to dial and re-attach, then the pause after a failure; meanwhile commands
+    /// are taken and the status line counts on. None when the attempt failed.
+    async fn try_reattach(
+        &mut self,
+        lost_at: Instant,
+        backoff: Duration,
+    ) -> Result<Option<Link>, End> {
+        let attempt = self.attempt();
+        tokio::pin!(attempt);
+        let mut status = tokio::time::interval(Duration::from_secs(1));
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            let waiting = retry_at.is_some();
+            let pause_over = retry_at.unwrap_or_else(tokio::time::Instant::now);
+            tokio::select! {
+                result = &mut attempt, if !waiting => match result {
+                    Ok(link) => return Ok(Some(link)),
+                    Err(AttachFailure::Final(end)) => return Err(end),
+                    Err(failure) => {
+                        // A timed-out attempt has already waited: retry at once.
+                        let pause = match failure {
+                            AttachFailure::NoAnswer => Duration::ZERO,
+                            _ => backoff,
+                        };
+                        tracing::debug!("reconnect failed: {}", failure.into_reason());
+                        retry_at = Some(tokio::time::Instant::now() + pause);
+                    }
+                },
+                _ = tokio::time::sleep_until(pause_over), if waiting => return Ok(None),
+                command = self.commands.recv() => self.take_command_while_down(command)?,
+                _ = status.tick() => {
+                    let secs = lost_at.elapsed().as_secs();
+                    self.set_link_state(LinkState::Reconnecting { secs }).await;
+                }
+            }
+        }
+    }
+
+    /// While there is no link, keystrokes wait in the resync buffer and sizes are kept for
+    /// the next attach; a detach ends the attachment.
+    fn take_command_while_down(&mut self, command: Option<Command>) -> Result<(), End> {
+        match command {
+            Some(Command::Input(bytes)) if self.spec.mode == AttachMode::Interactive => {
+                lock(&self.resync).input(&bytes);
+            }
+            Some(Command::Resize(size)) => self.spec.size = size,
+            Some(Command::Detach) | None => return Err(End::Detached),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Dials the node and re-attaches, resuming from the first offset not shown; an attempt
+    /// whose packets were lost is abandoned quickly, so that the first attempt after the
+    /// network returns starts within about a second.
+    fn attempt(&self) -> impl Future<Output = Result<Link, AttachFailure>> + 'static {
+        let request = AttachRequest {
+            session: self.spec.session,
+            mode: self.spec.mode,
+            takeover: false,
+            resume_from: Some(lock(&self.resync).resume_from()),
+            scrollback_bytes: 0,
+            size: self.spec.size,
+            input_stream: self.input_stream,
+        };
+        let dialer = self.dialer.clone();
+        let target = self.target.clone();
+        let timeout = (self.rtt * 6).max(Duration::from_secs(1));
+        async move {
+            let attempt = async {
+                let client = dialer.connect(&target, None).await.map_err(dial_failure)?;
+                open_link(client.connection.clone(), &target.name, request).await
+            };
+            tokio::time::timeout(timeout, attempt)
+                .await
+                .unwrap_or(Err(AttachFailure::NoAnswer))
+        }
+    }
+}
+
+/// Whether a failed dial is worth retrying: a changed key or a refusal is final.
+fn dial_failure(error: ClientError) -> AttachFailure {
+    match error {
+        ClientError::Offline { .. } => AttachFailure::Retry("offline".into()),
+        e @ (ClientError::KeyChanged { .. } | ClientError::Refused(_)) => {
+            AttachFailure::Final(End::Gone(e.to_string()))
+        }
+        e => AttachFailure::Retry(e.to_string()),
+    }
+}

@@ -1,0 +1,322 @@
+//! Control-stream messages: [`Hello`] and its reply, then one [`Request`] at a time, each
+//! answered by one [`Reply`].
+//!
+//! Enum variants are tagged by name, which is part of the protocol: renaming one is a protocol
+//! change and needs a new [`PROTOCOL_VERSION`].
+
+use crate::error::ErrorReply;
+use crate::session::{SessionInfo, WinSize};
+use crate::snapshot::Snapshot;
+use crate::Fingerprint;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const ALPN: &[u8] = b"cmdop/2";
+
+/// The version of the messages in this module.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The default UDP port a node listens on.
+pub const DEFAULT_PORT: u16 = 7443;
+
+/// QUIC application close codes.
+pub mod close_code {
+    /// Normal close.
+    pub const DONE: u32 = 0;
+    /// The client is not authorized (or was revoked).
+    pub const UNAUTHORIZED: u32 = 1;
+    /// The peer sent a malformed, oversized or unexpected frame.
+    pub const PROTOCOL_ERROR: u32 = 2;
+    /// The peer speaks another protocol version.
+    pub const VERSION_MISMATCH: u32 = 3;
+    /// The node is shutting down.
+    pub const SHUTDOWN: u32 = 4;
+    /// A configured limit was exceeded.
+    pub const LIMIT: u32 = 5;
+}
+
+/// First frame on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The client's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// What admits a key the node does not know yet.
+    pub credential: Option<Credential>,
+}
+
+/// A one-time credential presented in [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Credential {
+    /// An invite token from `cmdop-node invite`: authorizes this client's key for good.
+    Invite(String),
+    /// A migration ticket ([`IssueTicket`]): admits another node for one [`Restore`].
+    MigrationTicket(String),
+}
+
+/// The node's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The client is served.
+    Welcome {
+        /// The node's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// The node's host name.
+        host: String,
+        /// Whether this connection's key was just authorized by an invite token.
+        invited: bool,
+    },
+    /// The client is not served; the connection closes after this frame.
+    Refused(ErrorReply),
+}
+
+/// How a session is asked to be created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateSession {
+    /// Optional unique name on this node.
+    pub name: Option<String>,
+    /// Initial window size.
+    pub size: WinSize,
+    /// `TERM` for the shell (the node's default when absent).
+    pub term: Option<String>,
+    /// Working directory (the user's home when absent).
+    pub cwd: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+/// List every session on the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListSessions;
+
+/// One session's metadata and the last `tail` lines of its scrollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Show {
+    /// The session.
+    pub session: Uuid,
+    /// Lines of scrollback to return (none when absent).
+    pub tail: Option<u32>,
+}
+
+/// Mark a session attached (metadata-only attach) or clear the mark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkAttached {
+    /// The session.
+    pub session: Uuid,
+    /// Set (true) or clear (false) the mark.
+    pub attached: bool,
+}
+
+/// Destroy a session: hang up its processes and drop its scrollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destroy {
+    /// The session.
+    pub session: Uuid,
+}
+
+/// Destroy every session idle (no attachment, no activity) for longer than `idle_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestroyIdle {
+    /// Idle time in milliseconds.
+    pub idle_ms: u64,
+}
+
+/// Close every live connection of a revoked client key (after `cmdop-node revoke` wrote the
+/// revocation). Only the node's own client identity may ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoke {
+    /// The revoked key.
+    pub fingerprint: Fingerprint,
+}
+
+/// Write bytes to a session's PTY, as if typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendInput {
+    /// The session.
+    pub session: Uuid,
+    /// The bytes.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// A snapshot of a session: metadata and the last `lines` lines of scrollback (all of the
+/// ringbuffer when absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakeSnapshot {
+    /// The session.
+    pub session: Uuid,
+    /// Lines of scrollback.
+    pub lines: Option<u32>,
+}
+
+/// Create a session from a snapshot: its scrollback first, then a marker line, then a new shell
+/// in the snapshot's working directory. The only request a migration ticket allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restore {
+    /// What to restore.
+    pub snapshot: Snapshot,
+    /// A name to use instead of the snapshot's.
+    pub name: Option<String>,
+}
+
+/// Issue a one-time, short-lived ticket that lets another node restore one session here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueTicket;
+
+/// Move a session to another node: this node dials it with its own key, presents the ticket,
+/// checks the node's key, restores the session there and, once it confirms, destroys it here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migrate {
+    /// The session (on this node).
+    pub session: Uuid,
+    /// The target's name, as the client knows it (for messages).
+    pub to_name: String,
+    /// The target's address, as the client reaches it.
+    pub to_addr: String,
+    /// The target's key fingerprint, as the client pinned it.
+    pub to_fingerprint: Fingerprint,
+    /// The ticket the target issued.
+    pub ticket: String,
+    /// A name to use on the target instead of the session's.
+    pub name: Option<String>,
+}
+
+/// Metadata and scrollback, the reply to [`Show`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shown {
+    /// The metadata.
+    pub session: SessionInfo,
+    /// The scrollback lines requested.
+    #[serde(with = "serde_bytes")]
+    pub tail: Vec<u8>,
+}
+
+/// A session created from a snapshot (the reply to [`Restore`]) or moved to another node (the
+/// reply to [`Migrate`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    /// The new session.
+    pub session: SessionInfo,
+    /// Oldest scrollback bytes dropped because the target's ringbuffer is smaller.
+    pub dropped: u64,
+}
+
+/// A migration ticket, the reply to [`IssueTicket`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// The one-time token.
+    pub token: String,
+    /// When it expires, Unix milliseconds.
+    pub expires_ms: u64,
+}
+
+/// A request on the control stream; each variant carries the [`Call`] of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// See [`CreateSession`].
+    CreateSession(CreateSession),
+    /// See [`ListSessions`].
+    ListSessions(ListSessions),
+    /// See [`Show`].
+    Show(Show),
+    /// See [`MarkAttached`].
+    MarkAttached(MarkAttached),
+    /// See [`Destroy`].
+    Destroy(Destroy),
+    /// See [`DestroyIdle`].
+    DestroyIdle(DestroyIdle),
+    /// See [`Revoke`].
+    Revoke(Revoke),
+    /// See [`SendInput`].
+    SendInput(SendInput),
+    /// See [`TakeSnapshot`].
+    TakeSnapshot(TakeSnapshot),
+    /// See [`Restore`].
+    Restore(Restore),
+    /// See [`IssueTicket`].
+    IssueTicket(IssueTicket),
+    /// See [`Migrate`].
+    Migrate(Migrate),
+}
+
+/// The node's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// A session's metadata (after CreateSession, MarkAttached).
+    Session(SessionInfo),
+    /// Every session (after ListSessions).
+    Sessions(Vec<SessionInfo>),
+    /// Metadata and scrollback (after Show).
+    Shown(Shown),
+    /// The sessions destroyed (after Destroy, DestroyIdle).
+    Destroyed(Vec<Uuid>),
+    /// Live connections closed (after Revoke).
+    Revoked(u32),
+    /// Done, nothing to report (after SendInput).
+    Done,
+    /// A session's snapshot (after TakeSnapshot).
+    Snapshot(Snapshot),
+    /// The session created from a snapshot (after Restore).
+    Restored(Restored),
+    /// A migration ticket (after IssueTicket).
+    Ticket(Ticket),
+    /// The session now on the target node; the source's copy is destroyed (after Migrate).
+    Migrated(Restored),
+    /// The request failed; the connection stays usable.
+    Error(ErrorReply),
+}
+
+/// A request whose reply has a known type: the client sends any `Call` and gets its `Reply`
+/// (or the node's [`ErrorReply`]), with no match on [`Reply`] at the call site.
+pub trait Call {
+    /// What a successful reply carries.
+    type Reply;
+    /// The request on the wire.
+    fn into_request(self) -> Request;
+    /// The typed reply, or the reply itself when it is not this call's (an error, or a node
+    /// that answered something else).
+    fn take_reply(reply: Reply) -> Result<Self::Reply, Box<Reply>>;
+}
+
+macro_rules! calls {
+    ($($call:ident => $variant:ident($reply:ty)),* $(,)?) => {$(
+        impl Call for $call {
+            type Reply = $reply;
+            fn into_request(self) -> Request {
+                Request::$call(self)
+            }
+            fn take_reply(reply: Reply) -> Result<$reply, Box<Reply>> {
+                match reply {
+                    Reply::$variant(value) => Ok(value),
+                    other => Err(Box::new(other)),
+                }
+            }
+        }
+    )*};
+}
+
+calls! {
+    CreateSession => Session(SessionInfo),
+    ListSessions => Sessions(Vec<SessionInfo>),
+    Show => Shown(Shown),
+    MarkAttached => Session(SessionInfo),
+    Destroy => Destroyed(Vec<Uuid>),
+    DestroyIdle => Destroyed(Vec<Uuid>),
+    Revoke => Revoked(u32),
+    TakeSnapshot => Snapshot(Snapshot),
+    Restore => Restored(Restored),
+    IssueTicket => Ticket(Ticket),
+    Migrate => Migrated(Restored),
+}
+
+impl Call for SendInput {
+    type Reply = ();
+    fn into_request(self) -> Request {
+        Request::SendInput(self)
+    }
+    fn take_reply(reply: Reply) -> Result<(), Box<Reply>> {
+        match reply {
+            Reply::Done => Ok(()),
+            other => Err(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! A fake PTY for tests: an in-memory program, driven by the test instead of by an OS.
+//!
+//! [`FakePty`] spawns [`FakeProgram`]s and keeps a handle to each. Through the handle a test:
+//! - makes the program print ([`FakeProgram::print`]), holds its output back
+//!   ([`FakeProgram::hold_output`]) and lets it go ([`FakeProgram::release_output`]);
+//! - reads what was typed into it ([`FakeProgram::input`], [`FakeProgram::wait_input`]);
+//! - makes it stop reading its input ([`FakeProgram::refuse_input`]), as a program that never
+//!   reads does, so the node's input queue fills;
+//! - makes it exit ([`FakeProgram::exit`]): its output ends after what it printed, and its exit
+//!   code is there for the next [`Child::try_wait`];
+//! - sees the hang-ups, kills and resizes it received.
+//!
+//! A hang-up makes the program exit with 129, as a shell does; a kill, with 137.
+
+use crate::os::{Child, PtySpawner, SpawnSpec, SpawnedPty, Terminal};
+use cmdop_proto::WinSize;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use tokio::sync::watch;
+
+/// Spawns fake programs.
+#[derive(Debug, Default)]
+pub struct FakePty {
+    programs: Mutex<Vec<FakeProgram>>,
+}
+
+impl FakePty {
+    /// A spawner that has spawned nothing yet.
+    pub fn new() -> Arc<FakePty> {
+        Arc::new(FakePty::default())
+    }
+
+    /// The programs spawned so far, oldest first.
+    pub fn programs(&self) -> Vec<FakeProgram> {
+        self.programs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The program spawned last.
+    pub fn last(&self) -> Option<FakeProgram> {
+        self.programs().pop()
+    }
+}
+
+impl PtySpawner for FakePty {
+    fn spawn(&self, spec: &SpawnSpec) -> io::Result<SpawnedPty> {
+        let mut programs = self.programs.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = 100_000 + programs.len() as u32;
+        let (typed, _) = watch::channel(0);
+        let program = FakeProgram(Arc::new(Shared {
+            state: Mutex::new(State {
+                spec: spec.clone(),
+                pid,
+                output: VecDeque::new(),
+                output_held: false,
+                output_ended: false,
+                input: Vec::new(),
+                input_refused: false,
+                exit: None,
+                hang_ups: 0,
+                kills: 0,
+                resizes: Vec::new(),
+                cwd: spec.cwd.clone(),
+            }),
+            wake: Condvar::new(),
+            typed,
+        }));
+        programs.push(program.clone());
+        Ok(SpawnedPty {
+            reader: Box::new(program.clone()),
+            writer: Box::new(program.clone()),
+            terminal: Box::new(program.clone()),
+            child: Box::new(program),
+            pid: Some(pid),
+        })
+    }
+}
+
+/// One fake program: the test's handle, and also the PTY and child the session holds.
+#[derive(Debug, Clone)]
+pub struct FakeProgram(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the session's blocked reader and writer threads.
+    wake: Condvar,
+    /// The number of bytes typed so far.
+    typed: watch::Sender<usize>,
+}
+
+#[derive(Debug)]
+struct State {
+    spec: SpawnSpec,
+    pid: u32,
+    output: VecDeque<u8>,
+    output_held: bool,
+    output_ended: bool,
+    input: Vec<u8>,
+    input_refused: bool,
+    exit: Option<i32>,
+    hang_ups: u32,
+    kills: u32,
+    resizes: Vec<WinSize>,
+    cwd: String,
+}
+
+impl FakeProgram {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the state and wakes the session's threads.
+    fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let result = f(&mut self.state());
+        self.0.wake.notify_all();
+        result
+    }
+
+    /// What the program was started as.
+    pub fn spec(&self) -> SpawnSpec {
+        self.state().spec.clone()
+    }
+
+    /// The fake process id.
+    pub fn pid(&self) -> u32 {
+        self.state().pid
+    }
+
+    /// The program prints `bytes`.
+    pub fn print(&self, bytes: &[u8]) {
+        self.update(|s| s.output.extend(bytes));
+    }
+
+    /// Output stays with the program (unread by the node) until [`FakeProgram::release_output`].
+    pub fn hold_output(&self) {
+        self.update(|s| s.output_held = true);
+    }
+
+    /// Lets held output go.
+    pub fn release_output(&self) {
+        self.update(|s| s.output_held = false);
+    }
+
+    /// The program exits with `code`: its output ends after what it printed so far.
+    pub fn exit(&self, code: i32) {
+        self.update(|s| s.end(code));
+    }
+
+    /// The program stops reading its input (`true`) or reads it again (`false`).
+    pub fn refuse_input(&self, refused: bool) {
+        self.update(|s| s.input_refused = refused);
+    }
+
+    /// Every byte typed into the program so far.
+    pub fn input(&self) -> Vec<u8> {
+        self.state().input.clone()
+    }
+
+    /// Waits until at least `len` bytes were typed; returns all of them.
+    pub async fn wait_input(&self, len: usize) -> Vec<u8> {
+        let mut typed = self.0.typed.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = typed.wait_for(|&n| n >= len).await;
+        self.input()
+    }
+
+    /// Hang-ups received.
+    pub fn hang_ups(&self) -> u32 {
+        self.state().hang_ups
+    }
+
+    /// Kills received.
+    pub fn kills(&self) -> u32 {
+        self.state().kills
+    }
+
+    /// Window sizes set, in order.
+    pub fn resizes(&self) -> Vec<WinSize> {
+        self.state().resizes.clone()
+    }
+
+    /// Whether the program has exited.
+    pub fn exited(&self) -> Option<i32> {
+        self.state().exit
+    }
+
+    /// The program changes directory.
+    pub fn chdir(&self, cwd: &str) {
+        self.update(|s| s.cwd = cwd.to_string());
+    }
+}
+
+impl State {
+    fn end(&mut self, code: i32) {
+        if self.exit.is_none() {
+            self.exit = Some(code);
+        }
+        self.output_ended = true;
+    }
+}
+
+impl Read for FakeProgram {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut state = self.state();
+        loop {
+            if !state.output_held {
+                if !state.output.is_empty() {
+                    let n = buf.len().min(state.output.len());
+                    for (to, from) in buf.iter_mut().zip(state.output.drain(..n)) {
+                        *to = from;
+                    }
+                    return Ok(n);
+                }
+                if state.output_ended {
+                    return Ok(0);
+                }
+            }
+            state = self.0.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Write for FakeProgram {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut state = self.state();
+        while state.input_refused && state.exit.is_none() {
+            state = self.0.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        if state.exit.is_some() {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        state.input.extend_from_slice(buf);
+        let typed = state.input.len();
+        drop(state);
+        self.0.typed.send_replace(typed);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Terminal for FakeProgram {
+    fn resize(&self, size: WinSize) -> io::Result<()> {
+        self.update(|s| s.resizes.push(size));
+        Ok(())
+    }
+
+    fn foreground_cwd(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Child for FakeProgram {
+    fn try_wait(&mut self) -> io::Result<Option<i32>> {
+        Ok(self.state().exit)
+    }
+
+    fn hang_up(&self) {
+        self.update(|s| {
+            s.hang_ups += 1;
+            s.end(128 + 1);
+        });
+    }
+
+    fn kill(&self) {
+        self.update(|s| {
+            s.kills += 1;
+            s.end(128 + 9);
+        });
+    }
+
+    fn cwd(&self) -> Option<String> {
+        Some(self.state().cwd.clone())
+    }
+}

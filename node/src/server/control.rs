@@ -1,0 +1,185 @@
+//! The control stream of an admitted connection: requests in, replies out, one at a time.
+//!
+//! An authorized client may make every request; a node admitted with a migration ticket may
+//! make one [`Request::Restore`] and nothing else. [`handle`] answers a request; revocations are
+//! answered here, where the requester is known.
+
+use crate::server::attach::OnMalformed;
+use crate::server::framed::{FrameSink, FrameSource, RecvError};
+use crate::server::{Admission, Node};
+use crate::session::now_ms;
+use crate::session::registry::Registry;
+use cmdop_certs::Fingerprint;
+use cmdop_proto::{
+    Destroy, DestroyIdle, ErrorKind, ErrorReply, MarkAttached, Reply, Request, Restore, SendInput,
+    Show, Shown, TakeSnapshot,
+};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Who is asking, and with what right.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    /// The peer's key.
+    pub fingerprint: Fingerprint,
+    /// What its connection was admitted for.
+    pub admission: Admission,
+}
+
+/// Answers requests until the peer ends the stream, sends garbage, or `shutdown` fires.
+pub async fn serve<S: FrameSink, R: FrameSource>(
+    node: &Node,
+    requester: &Requester,
+    send: &mut S,
+    recv: &mut R,
+    on_malformed: &OnMalformed,
+    shutdown: &CancellationToken,
+) {
+    let mut restores_left = 1;
+    loop {
+        let request = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            request = recv.recv::<Request>() => request,
+        };
+        let request = match request {
+            Ok(Some(request)) => request,
+            Ok(None) | Err(RecvError::Stream(_)) => return,
+            Err(RecvError::Frame(e)) => return on_malformed(&e),
+        };
+        let reply = match (requester.admission, &request) {
+            (Admission::Client, Request::Revoke(revoke)) => {
+                close_revoked(node, &requester.fingerprint, &revoke.fingerprint)
+            }
+            (Admission::Client, _) => handle(node, request).await,
+            (Admission::MigratingNode, Request::Restore(_)) if restores_left > 0 => {
+                restores_left -= 1;
+                handle(node, request).await
+            }
+            (Admission::MigratingNode, _) => Reply::Error(ErrorReply {
+                kind: ErrorKind::Unauthorized,
+                message: format!(
+                    "a migration ticket allows one restore on {} and nothing else",
+                    node.host
+                ),
+            }),
+        };
+        if send.send(&reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Answers one control request.
+pub async fn handle(node: &Node, request: Request) -> Reply {
+    let registry = &node.registry;
+    let result = match request {
+        Request::CreateSession(create) => registry
+            .create(create, &[])
+            .map(|s| Reply::Session(s.info())),
+        Request::ListSessions(_) => Ok(Reply::Sessions(registry.list())),
+        Request::Show(Show { session, tail }) => registry.get(session).map(|s| {
+            let tail = tail
+                .map(|n| s.lock().ring.last_lines(n as usize).data)
+                .unwrap_or_default();
+            Reply::Shown(Shown {
+                session: s.info(),
+                tail,
+            })
+        }),
+        Request::MarkAttached(MarkAttached { session, attached }) => {
+            mark_attached(registry, session, attached)
+        }
+        Request::Destroy(Destroy { session }) => registry
+            .destroy(session)
+            .map(|_| Reply::Destroyed(vec![session])),
+        Request::DestroyIdle(DestroyIdle { idle_ms }) => Ok(Reply::Destroyed(
+            registry.destroy_idle(Duration::from_millis(idle_ms), now_ms()),
+        )),
+        // Answered in `serve`, which knows who asks.
+        Request::Revoke(_) => Err(ErrorReply {
+            kind: ErrorKind::Unauthorized,
+            message: "revocations are only taken from the node's own client identity".into(),
+        }),
+        Request::SendInput(SendInput { session, data }) => {
+            send_input(registry, session, data).await
+        }
+        Request::TakeSnapshot(TakeSnapshot { session, lines }) => registry.get(session).map(|s| {
+            Reply::Snapshot(crate::migrate::snapshot_of(
+                &s,
+                &node.host,
+                node.identity.fingerprint(),
+                lines,
+            ))
+        }),
+        Request::Restore(Restore { snapshot, name }) => {
+            crate::migrate::restore(registry, snapshot, name).map(Reply::Restored)
+        }
+        Request::IssueTicket(_) => {
+            crate::migrate::issue_ticket(&node.migration_tickets, &node.host).map(Reply::Ticket)
+        }
+        Request::Migrate(request) => {
+            crate::migrate::migrate(registry, &node.identity, &node.home, request)
+                .await
+                .map(Reply::Migrated)
+        }
+    };
+    result.unwrap_or_else(Reply::Error)
+}
+
+/// Types `data` into a session, as `cmdop session send` does.
+async fn send_input(
+    registry: &Registry,
+    session: uuid::Uuid,
+    data: Vec<u8>,
+) -> Result<Reply, ErrorReply> {
+    let s = registry.get(session)?;
+    match s.write_input(data).await {
+        Ok(()) => Ok(Reply::Done),
+        Err(e) => Err(ErrorReply {
+            kind: ErrorKind::BadRequest,
+            message: format!("cannot send to session {session}: {e}"),
+        }),
+    }
+}
+
+/// Sets or clears a session's attached mark (metadata-only attach); counts as activity.
+fn mark_attached(
+    registry: &Registry,
+    session: uuid::Uuid,
+    attached: bool,
+) -> Result<Reply, ErrorReply> {
+    let session = registry.get(session)?;
+    {
+        let mut core = session.lock();
+        core.marked_attached = attached;
+        core.last_active_ms = now_ms();
+    }
+    registry.touch();
+    Ok(Reply::Session(session.info()))
+}
+
+/// Closes every live connection of a revoked key, if `requester` is the node's own client.
+fn close_revoked(node: &Node, requester: &Fingerprint, revoked: &Fingerprint) -> Reply {
+    let refused = |message: String| {
+        Reply::Error(ErrorReply {
+            kind: ErrorKind::Unauthorized,
+            message,
+        })
+    };
+    if *requester != node.local_client {
+        return refused(format!(
+            "only the client identity in {}'s own CMDOP_HOME may revoke keys",
+            node.host
+        ));
+    }
+    if !node.authorized.is_revoked(revoked).unwrap_or(false) {
+        return refused(format!(
+            "{revoked} is not revoked on {}; run 'cmdop-node revoke {revoked}' there",
+            node.host
+        ));
+    }
+    let closed = node.live.close_all_of(revoked);
+    tracing::info!(%revoked, closed, "closed the connections of a revoked key");
+    Reply::Revoked(closed)
+}

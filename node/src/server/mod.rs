@@ -1,0 +1,523 @@
+//! The node's QUIC server: accepts connections, authenticates clients, and serves the control
+//! stream (and attach streams) of each.
+//!
+//! Per connection:
+//! - the TLS handshake proves the client holds its key (any key is accepted at that stage);
+//! - the first bidirectional stream is the control stream; its first frame is [`Hello`], checked
+//!   for the protocol version and against the authorized clients (or a one-time invite, or a
+//!   migration ticket), then against `max_connections_per_client` ([`live`]);
+//! - the control stream then carries requests ([`control`]);
+//! - later bidirectional streams are attachments ([`attach`]), which run on any framed stream
+//!   ([`framed`]): this module adapts QUIC streams to them.
+//!
+//! A malformed or oversized frame closes that connection only, with a reason the peer can read.
+
+pub mod attach;
+pub mod control;
+pub mod framed;
+pub mod live;
+pub mod skip;
+
+use crate::os::PtySpawner;
+use crate::server::attach::OnMalformed;
+use crate::server::control::Requester;
+use crate::server::live::{LiveConnections, LiveGuard};
+use crate::session::admission::Peer;
+use crate::session::now_ms;
+use crate::session::registry::Registry;
+use anyhow::Context;
+use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
+use cmdop_client::home::{host_name, CLIENT_IDENTITY, NODE_IDENTITY};
+use cmdop_client::tls::{node_endpoint_config, peer_fingerprint, server_config};
+use cmdop_client::wire::{FramedRecv, FramedSend, RecvError};
+use cmdop_proto::config::Config;
+use cmdop_proto::frame::FrameError;
+use cmdop_proto::{
+    close_code, Credential, ErrorKind, ErrorReply, Hello, HelloReply, PROTOCOL_VERSION,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Largest frame a peer may send before it is admitted.
+const HELLO_MAX_FRAME: usize = 16 * 1024;
+
+/// How long a new connection may take to say [`Hello`].
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a running node shares between its connections.
+pub struct Node {
+    /// The sessions.
+    pub registry: Arc<Registry>,
+    /// The node's identity.
+    pub identity: Arc<Identity>,
+    /// The client identity in the node's own `$CMDOP_HOME`, authorized implicitly.
+    pub local_client: Fingerprint,
+    pub(crate) authorized: AuthorizedClients,
+    invites: Invites,
+    /// One-time tickets that admit another node for one migration ([`crate::migrate`]).
+    pub(crate) migration_tickets: Invites,
+    /// State directory.
+    pub home: PathBuf,
+    /// Host name reported to clients.
+    pub host: String,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+    endpoint: quinn::Endpoint,
+    /// Admitted connections, for per-client limits and for closing a revoked client's.
+    pub(crate) live: Arc<LiveConnections>,
+}
+
+/// Counts a handshake in progress for as long as it lives.
+struct HandshakeGuard(Arc<AtomicUsize>);
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("host", &self.host).finish()
+    }
+}
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// State directory.
+    pub home: PathBuf,
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// The loaded config.
+    pub config: Config,
+}
+
+/// What an admitted connection may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// An authorized client: every request and attachments.
+    Client,
+    /// A node holding a migration ticket: one [`cmdop_proto::Request::Restore`], nothing else.
+    MigratingNode,
+}
+
+fn refuse(kind: ErrorKind, message: String) -> HelloReply {
+    HelloReply::Refused(ErrorReply { kind, message })
+}
+
+impl Node {
+    /// Loads identities and binds the UDP socket.
+    pub fn bind(options: NodeOptions, spawner: Arc<dyn PtySpawner>) -> anyhow::Result<Arc<Node>> {
+        let identity = Identity::load_or_create(&options.home, NODE_IDENTITY)?;
+        let tickets_dir = options.home.join("migration-tickets");
+        cmdop_certs::files::ensure_private_dir(&tickets_dir)
+            .with_context(|| format!("cannot create {}", tickets_dir.display()))?;
+        let local_client = Identity::load_or_create(&options.home, CLIENT_IDENTITY)?
+            .fingerprint()
+            .clone();
+        let server = server_config(&identity)?;
+        let socket = std::net::UdpSocket::bind(options.listen).with_context(|| {
+            format!(
+                "cannot listen on UDP {}; is another cmdop-node running? (choose another with --listen)",
+                options.listen
+            )
+        })?;
+        let endpoint = quinn::Endpoint::new(
+            node_endpoint_config(&identity),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .context("cannot start the QUIC endpoint")?;
+        let host = host_name();
+        let max_frame = usize::try_from(options.config.node.max_frame.0).unwrap_or(usize::MAX);
+        let registry = Arc::new(Registry::new(
+            spawner,
+            host.clone(),
+            options.config.node.clone(),
+        ));
+        Ok(Arc::new(Node {
+            registry,
+            identity: Arc::new(identity),
+            local_client,
+            authorized: AuthorizedClients::new(&options.home),
+            invites: Invites::new(&options.home),
+            migration_tickets: Invites::new(&tickets_dir),
+            home: options.home,
+            host,
+            max_frame,
+            endpoint,
+            live: Arc::default(),
+        }))
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Serves until `shutdown` fires, then closes every connection (close frames sent) and hangs
+    /// up every session.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(self.registry.clone().run_reaper(shutdown.child_token()));
+        tasks.spawn(
+            self.registry
+                .clone()
+                .run_child_watcher(shutdown.child_token()),
+        );
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let mut refused_handshakes = 0u64;
+        let mut last_refusal_log = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                incoming = self.endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    // Unauthenticated peers cost state until their handshake ends: cap them, so a
+                    // flood of half-open handshakes cannot grow the node without bound.
+                    if handshakes.load(Ordering::Acquire) >= self.registry.config().max_handshakes {
+                        incoming.refuse();
+                        refused_handshakes += 1;
+                        // One line a second at most, however hard the flood.
+                        if last_refusal_log.is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(1)) {
+                            tracing::info!(refused = refused_handshakes, "refusing handshakes: max_handshakes in progress");
+                            refused_handshakes = 0;
+                            last_refusal_log = Some(std::time::Instant::now());
+                        }
+                        continue;
+                    }
+                    handshakes.fetch_add(1, Ordering::AcqRel);
+                    let handshake = HandshakeGuard(handshakes.clone());
+                    let node = self.clone();
+                    let token = shutdown.child_token();
+                    tasks.spawn(async move {
+                        let remote = incoming.remote_address();
+                        match incoming.await {
+                            // The peer stays "unauthenticated" (counted against max_handshakes)
+                            // until its Hello is admitted.
+                            Ok(connection) => node.serve_connection(connection, token, handshake).await,
+                            // Half-open handshakes time out by the thousand in a flood: keep those quiet.
+                            Err(quinn::ConnectionError::TimedOut) => tracing::debug!(%remote, "handshake timed out"),
+                            Err(e) => tracing::info!(%remote, "handshake failed: {e}"),
+                        }
+                    });
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        tracing::info!("shutting down");
+        self.endpoint
+            .close(close_code::SHUTDOWN.into(), b"cmdop-node is shutting down");
+        self.registry.destroy_all();
+        tasks.abort_all();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+
+    /// Decides whether `fingerprint` is served, and for what.
+    fn admit(&self, fingerprint: &Fingerprint, hello: &Hello) -> (HelloReply, Admission) {
+        if hello.version != PROTOCOL_VERSION {
+            let refusal = refuse(
+                ErrorKind::VersionMismatch,
+                format!(
+                    "{} speaks cmdop protocol {PROTOCOL_VERSION} but this client speaks {}; upgrade the older side",
+                    self.host, hello.version
+                ),
+            );
+            return (refusal, Admission::Client);
+        }
+        let revoked = self.authorized.is_revoked(fingerprint).unwrap_or(true);
+        if let (Some(Credential::MigrationTicket(ticket)), false) = (&hello.credential, revoked) {
+            match self.migration_tickets.redeem(ticket, now_ms() / 1000) {
+                Ok(()) => {
+                    tracing::info!(node = %fingerprint, "node admitted for one migration");
+                    let welcome = HelloReply::Welcome {
+                        version: PROTOCOL_VERSION,
+                        host: self.host.clone(),
+                        invited: false,
+                    };
+                    return (welcome, Admission::MigratingNode);
+                }
+                Err(cmdop_certs::InviteError::Expired) => {
+                    let refusal = refuse(
+                        ErrorKind::Unauthorized,
+                        format!(
+                            "the migration ticket from {} has expired; run 'cmdop session migrate' again",
+                            self.host
+                        ),
+                    );
+                    return (refusal, Admission::Client);
+                }
+                Err(cmdop_certs::InviteError::Unknown) => {
+                    let refusal = refuse(
+                        ErrorKind::Unauthorized,
+                        format!(
+                            "the migration ticket is unknown or was already used on {}; run 'cmdop session migrate' again",
+                            self.host
+                        ),
+                    );
+                    return (refusal, Admission::Client);
+                }
+            }
+        }
+        (self.admit_client(fingerprint, hello), Admission::Client)
+    }
+
+    /// Decides whether the client `fingerprint` is served (the protocol version was checked).
+    fn admit_client(&self, fingerprint: &Fingerprint, hello: &Hello) -> HelloReply {
+        let welcome = |invited| HelloReply::Welcome {
+            version: PROTOCOL_VERSION,
+            host: self.host.clone(),
+            invited,
+        };
+        let revoked = self.authorized.is_revoked(fingerprint).unwrap_or(true);
+        if !revoked
+            && (*fingerprint == self.local_client
+                || self.authorized.is_authorized(fingerprint).unwrap_or(false))
+        {
+            return welcome(false);
+        }
+        if let (Some(Credential::Invite(token)), false) = (&hello.credential, revoked) {
+            let now = now_ms() / 1000;
+            return match self.invites.redeem(token, now) {
+                Ok(()) => match self.authorized.authorize(fingerprint, "invited") {
+                    Ok(_) => {
+                        tracing::info!(%fingerprint, "client authorized by invite");
+                        welcome(true)
+                    }
+                    Err(e) => refuse(
+                        ErrorKind::Internal,
+                        format!("cannot record the authorization on {}: {e}", self.host),
+                    ),
+                },
+                Err(e) => refuse(ErrorKind::Unauthorized, e.to_string()),
+            };
+        }
+        refuse(
+            ErrorKind::Unauthorized,
+            format!(
+                "{} does not authorize client key {fingerprint}; on {} run 'cmdop-node authorize {fingerprint}', or ask for an invite token",
+                self.host, self.host
+            ),
+        )
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        connection: quinn::Connection,
+        shutdown: CancellationToken,
+        handshake: HandshakeGuard,
+    ) {
+        let remote = connection.remote_address();
+        let Some(fingerprint) = peer_fingerprint(&connection) else {
+            connection.close(
+                close_code::UNAUTHORIZED.into(),
+                b"a client certificate is required",
+            );
+            return;
+        };
+        let span = tracing::info_span!("conn", %remote, client = %fingerprint);
+        self.serve_authenticated(connection, fingerprint, shutdown, handshake)
+            .instrument(span)
+            .await;
+    }
+
+    /// Serves a connection whose client certificate is `fingerprint`: Hello, admission, then
+    /// requests and attachments.
+    async fn serve_authenticated(
+        self: Arc<Self>,
+        connection: quinn::Connection,
+        fingerprint: Fingerprint,
+        shutdown: CancellationToken,
+        handshake: HandshakeGuard,
+    ) {
+        let Some((mut send, mut recv, hello)) = receive_hello(&connection).await else {
+            return;
+        };
+        let (reply, admission) = self.admit(&fingerprint, &hello);
+        drop(handshake);
+        recv.set_max_frame(self.max_frame);
+        let (reply, _live) = self.register(reply, admission, &fingerprint, &connection);
+        let _ = send.send(&reply).await;
+        if let HelloReply::Refused(refusal) = reply {
+            return refuse_connection(&connection, &mut send, refusal).await;
+        }
+        tracing::debug!("client admitted");
+        let attachments = match admission {
+            Admission::Client => Some(tokio::spawn(accept_attachments(
+                self.clone(),
+                connection.clone(),
+                fingerprint.clone(),
+                shutdown.clone(),
+            ))),
+            Admission::MigratingNode => None,
+        };
+        let requester = Requester {
+            fingerprint,
+            admission,
+        };
+        let on_malformed = closer(&connection);
+        control::serve(
+            &self,
+            &requester,
+            &mut send,
+            &mut recv,
+            &on_malformed,
+            &shutdown,
+        )
+        .await;
+        // The control stream is done; attachments may continue on the connection.
+        if let Some(attachments) = attachments {
+            let _ = attachments.await;
+        }
+    }
+
+    /// Counts a welcomed client's connection against `max_connections_per_client`: the reply
+    /// becomes a refusal when the key holds too many.
+    fn register(
+        &self,
+        reply: HelloReply,
+        admission: Admission,
+        fingerprint: &Fingerprint,
+        connection: &quinn::Connection,
+    ) -> (HelloReply, Option<LiveGuard>) {
+        if !matches!(
+            (&reply, admission),
+            (HelloReply::Welcome { .. }, Admission::Client)
+        ) {
+            return (reply, None);
+        }
+        let max = self.registry.config().max_connections_per_client;
+        match self.live.register(fingerprint, connection, max) {
+            Some(guard) => (reply, Some(guard)),
+            None => (
+                refuse(
+                    ErrorKind::Limit,
+                    format!(
+                        "client {fingerprint} already holds {max} connections to {} (max_connections_per_client in its config.yaml); close some first",
+                        self.host
+                    ),
+                ),
+                None,
+            ),
+        }
+    }
+}
+
+/// Accepts the control stream and its [`Hello`], within [`HELLO_TIMEOUT`] each; closes the
+/// connection when the peer is too slow or sends garbage.
+async fn receive_hello(connection: &quinn::Connection) -> Option<(FramedSend, FramedRecv, Hello)> {
+    let (send, recv) = match tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(e)) => {
+            tracing::debug!("connection ended before a control stream: {e}");
+            return None;
+        }
+        Err(_) => {
+            connection.close(
+                close_code::PROTOCOL_ERROR.into(),
+                b"no control stream opened in time",
+            );
+            return None;
+        }
+    };
+    let send = FramedSend::new(send);
+    // Until admitted, a peer may send only a small Hello.
+    let mut recv = FramedRecv::new(recv, HELLO_MAX_FRAME);
+    match tokio::time::timeout(HELLO_TIMEOUT, recv.recv::<Hello>()).await {
+        Ok(Ok(Some(hello))) => Some((send, recv, hello)),
+        Ok(Ok(None)) => None,
+        Ok(Err(e)) => {
+            close_for(connection, &e);
+            None
+        }
+        Err(_) => {
+            connection.close(
+                close_code::PROTOCOL_ERROR.into(),
+                b"no hello received in time",
+            );
+            None
+        }
+    }
+}
+
+/// Ends a refused connection: the refusal frame (already sent) first, then the close.
+async fn refuse_connection(
+    connection: &quinn::Connection,
+    send: &mut FramedSend,
+    refusal: ErrorReply,
+) {
+    tracing::info!("refused: {}", refusal.message);
+    let code = match refusal.kind {
+        ErrorKind::VersionMismatch => close_code::VERSION_MISMATCH,
+        ErrorKind::Limit => close_code::LIMIT,
+        _ => close_code::UNAUTHORIZED,
+    };
+    send.finish();
+    // Give the refusal frame a moment to be delivered before the close frame.
+    let _ = tokio::time::timeout(Duration::from_millis(200), send.stream().stopped()).await;
+    connection.close(code.into(), refusal.message.as_bytes());
+}
+
+/// Accepts attach streams on an admitted connection until it closes.
+async fn accept_attachments(
+    node: Arc<Node>,
+    connection: quinn::Connection,
+    fingerprint: Fingerprint,
+    shutdown: CancellationToken,
+) {
+    let mut attachments = JoinSet::new();
+    let on_malformed = closer(&connection);
+    loop {
+        let streams = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            streams = connection.accept_bi() => streams,
+            Some(_) = attachments.join_next(), if !attachments.is_empty() => continue,
+        };
+        let Ok((send, recv)) = streams else { break };
+        let peer = Peer {
+            fingerprint: fingerprint.clone(),
+            addr: connection.remote_address(),
+        };
+        attachments.spawn(attach::attach(
+            node.registry.clone(),
+            peer,
+            FramedSend::new(send),
+            FramedRecv::new(recv, node.max_frame),
+            on_malformed.clone(),
+            shutdown.clone(),
+        ));
+    }
+    // Attachments end on their own (their streams fail with the connection, or on shutdown).
+    attachments.detach_all();
+}
+
+/// Closes `connection` when its peer sends an unreadable frame.
+fn closer(connection: &quinn::Connection) -> OnMalformed {
+    let connection = connection.clone();
+    Arc::new(move |e: &FrameError| close_malformed(&connection, e))
+}
+
+fn close_malformed(connection: &quinn::Connection, error: &FrameError) {
+    tracing::info!("closing connection: {error}");
+    connection.close(
+        close_code::PROTOCOL_ERROR.into(),
+        error.to_string().as_bytes(),
+    );
+}
+
+/// Closes a connection whose peer sent something unreadable.
+pub fn close_for(connection: &quinn::Connection, error: &RecvError) {
+    if let RecvError::Frame(e) = error {
+        close_malformed(connection, e);
+    }
+}

@@ -1,0 +1,357 @@
+//! A session: a program on a PTY, the ringbuffer of everything it printed, and the bookkeeping
+//! that decides when it is idle.
+//!
+//! Data flow:
+//! - a dedicated reader thread moves PTY output into the ringbuffer and bumps a `watch`
+//!   counter, which wakes every attachment; nothing is queued per client, so a slow client
+//!   never blocks the reader;
+//! - a dedicated writer thread drains a bounded channel of input into the PTY;
+//! - the exit is noticed without a thread of its own: the registry's SIGCHLD watcher asks every
+//!   session ([`Session::poll_exit`]), which records the exit code and bumps the same counter.
+//!
+//! Inside: [`lifecycle`] (running, exited, destroyed), [`admission`] (who may attach, the
+//! holder), [`ringbuf`] (the scrollback), [`registry`] (every session) and [`expiry`] (when an
+//! idle session goes).
+
+pub mod admission;
+pub mod expiry;
+pub mod lifecycle;
+pub mod registry;
+pub mod ringbuf;
+
+use crate::os::{Child, SpawnSpec, SpawnedPty, Terminal};
+use crate::session::admission::Holder;
+use crate::session::lifecycle::Lifecycle;
+use crate::session::ringbuf::RingBuffer;
+use cmdop_proto::resync::InputLedger;
+use cmdop_proto::{SessionInfo, WinSize};
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Mutable state of a session, behind one lock.
+#[derive(Debug)]
+pub struct SessionCore {
+    /// Optional unique name.
+    pub name: Option<String>,
+    /// The scrollback.
+    pub ring: RingBuffer,
+    /// Window size.
+    pub size: WinSize,
+    /// Running, exited, destroyed.
+    pub lifecycle: Lifecycle,
+    /// Last input, output or attachment change (Unix ms).
+    pub last_active_ms: u64,
+    /// Marked attached by a metadata-only `session attach`.
+    pub marked_attached: bool,
+    /// Live interactive or read-only attachments.
+    pub live_attachments: usize,
+    /// The interactive client holding the input, if any.
+    pub holder: Option<Holder>,
+    /// The keystrokes applied so far.
+    pub input: InputLedger,
+}
+
+impl SessionCore {
+    /// Whether the session counts as attached (by a live attachment or the metadata mark).
+    pub fn attached(&self) -> bool {
+        self.marked_attached || self.live_attachments > 0
+    }
+}
+
+/// One session.
+pub struct Session {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The node's host name.
+    pub host: String,
+    /// The program run.
+    pub shell: String,
+    /// The working directory it started in.
+    pub start_cwd: String,
+    /// Environment it was started with (beyond the node's).
+    pub env: Vec<(String, String)>,
+    /// Creation time (Unix ms).
+    pub created_ms: u64,
+    /// The program's pid (and process group).
+    pub pid: Option<u32>,
+    core: Mutex<SessionCore>,
+    changed: watch::Sender<u64>,
+    input: mpsc::Sender<Vec<u8>>,
+    terminal: Mutex<Box<dyn Terminal>>,
+    /// The program until it has been reaped.
+    child: Mutex<Option<Box<dyn Child>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+/// How much the reader thread reads at once. A PTY hands out at most a few KiB per read, and
+/// this buffer lives as long as the session: keep it small (1,000 idle sessions should cost
+/// little).
+const READ_CHUNK: usize = 8 * 1024;
+
+impl Session {
+    /// Starts a session around a spawned PTY; spawns its reader and writer threads.
+    pub fn start(
+        spec: &SpawnSpec,
+        spawned: SpawnedPty,
+        name: Option<String>,
+        host: String,
+        ring_capacity: usize,
+        preload: &[u8],
+    ) -> Arc<Session> {
+        let SpawnedPty {
+            reader,
+            writer,
+            terminal,
+            child,
+            pid,
+        } = spawned;
+        let mut ring = RingBuffer::new(ring_capacity);
+        ring.push(preload);
+        let now = now_ms();
+        let (changed, _) = watch::channel(0);
+        let (input, input_rx) = mpsc::channel::<Vec<u8>>(64);
+        let session = Arc::new(Session {
+            id: Uuid::now_v7(),
+            host,
+            shell: spec.program.clone(),
+            start_cwd: spec.cwd.clone(),
+            env: spec.env.clone(),
+            created_ms: now,
+            pid,
+            core: Mutex::new(SessionCore {
+                name,
+                ring,
+                size: spec.size,
+                lifecycle: Lifecycle::default(),
+                last_active_ms: now,
+                marked_attached: false,
+                live_attachments: 0,
+                holder: None,
+                input: InputLedger::new(),
+            }),
+            changed,
+            input,
+            terminal: Mutex::new(terminal),
+            child: Mutex::new(Some(child)),
+        });
+        let weak = Arc::downgrade(&session);
+        spawn_thread(format!("pty-read-{}", session.id), move || {
+            read_output(reader, weak)
+        });
+        spawn_thread(format!("pty-write-{}", session.id), move || {
+            write_input(writer, input_rx)
+        });
+        session
+    }
+
+    /// Records the program's exit if it has exited (reaping it). Called on SIGCHLD for every
+    /// session; cheap when nothing changed.
+    pub fn poll_exit(&self) {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(waiter) = child.as_mut() else { return };
+        let code = match waiter.try_wait() {
+            Ok(None) => return,
+            Ok(Some(code)) => code,
+            Err(_) => -1,
+        };
+        *child = None;
+        drop(child);
+        self.lock().lifecycle.exited(code);
+        self.bump();
+    }
+
+    /// The session's mutable state.
+    pub fn lock(&self) -> MutexGuard<'_, SessionCore> {
+        // A panic while holding this lock would be a bug in this module; the state is still
+        // consistent field by field, so keep serving rather than poison every later request.
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wakes on output, exit, and attachment changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Wakes every subscriber (after a change made under [`Session::lock`]).
+    pub fn notify(&self) {
+        self.bump();
+    }
+
+    fn append_output(&self, bytes: &[u8]) {
+        {
+            let mut core = self.lock();
+            core.ring.push(bytes);
+            core.last_active_ms = now_ms();
+        }
+        self.bump();
+    }
+
+    /// Queues bytes for the PTY, as if typed. Waits while the program is not reading input.
+    pub async fn write_input(&self, bytes: Vec<u8>) -> Result<(), SessionGone> {
+        self.lock().last_active_ms = now_ms();
+        self.input.send(bytes).await.map_err(|_| SessionGone)
+    }
+
+    /// Waits for room in the PTY's input queue. Reserving first, then deciding what to send
+    /// under the session lock, keeps sequence numbers and the bytes queued in step even if the
+    /// waiting task is cancelled.
+    pub async fn reserve_input(&self) -> Result<mpsc::Permit<'_, Vec<u8>>, SessionGone> {
+        self.input.reserve().await.map_err(|_| SessionGone)
+    }
+
+    /// Changes the window size.
+    pub fn resize(&self, size: WinSize) {
+        self.lock().size = size;
+        let terminal = self.terminal.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = terminal.resize(size) {
+            tracing::debug!(session = %self.id, "resize failed: {e}");
+        }
+    }
+
+    /// The foreground process's working directory (else the program's, else where it started).
+    pub fn cwd(&self) -> String {
+        let foreground = self
+            .terminal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .foreground_cwd();
+        foreground
+            .or_else(|| {
+                let child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+                child.as_ref().and_then(|child| child.cwd())
+            })
+            .unwrap_or_else(|| self.start_cwd.clone())
+    }
+
+    /// The session's metadata.
+    pub fn info(&self) -> SessionInfo {
+        let cwd = self.cwd();
+        let core = self.lock();
+        SessionInfo {
+            id: self.id,
+            name: core.name.clone(),
+            host: self.host.clone(),
+            shell: self.shell.clone(),
+            cwd,
+            created_ms: self.created_ms,
+            last_active_ms: core.last_active_ms,
+            attached: core.attached(),
+            pid: self.pid,
+            size: core.size,
+            state: core.lifecycle.state(),
+            output_bytes: core.ring.end(),
+        }
+    }
+
+    /// When the session becomes idle-expired under `ttl`, or None while attached.
+    pub fn expires_at_ms(&self, ttl: Duration) -> Option<u64> {
+        expiry::expires_at_ms(&self.lock(), ttl)
+    }
+
+    /// Marks the session destroyed (its attachments end) and hangs up the program's whole
+    /// process group; kills it if it is still there shortly after.
+    pub fn hang_up(&self) {
+        let exited = {
+            let mut core = self.lock();
+            core.lifecycle.destroy();
+            core.lifecycle.exit_code().is_some()
+        };
+        self.notify();
+        if exited {
+            return;
+        }
+        let Some(child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        child.hang_up();
+        // The session is gone from the registry, so nothing else will reap the program.
+        spawn_thread("pty-reap".into(), move || reap(child));
+    }
+}
+
+/// Starts a named thread; a failure is logged (the session then lacks that thread).
+fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name).spawn(f) {
+        tracing::error!("cannot start a session thread: {e}");
+    }
+}
+
+/// The reader thread: PTY output into the ringbuffer until the PTY's output ends.
+fn read_output(mut reader: Box<dyn Read + Send>, session: Weak<Session>) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let Some(session) = session.upgrade() else {
+            return;
+        };
+        session.append_output(&buf[..n]);
+    }
+    if let Some(session) = session.upgrade() {
+        session.lock().lifecycle.drained();
+        session.bump();
+    }
+}
+
+/// The writer thread: queued input into the PTY until the session or the PTY goes.
+fn write_input(mut writer: Box<dyn Write + Send>, mut input: mpsc::Receiver<Vec<u8>>) {
+    while let Some(bytes) = input.blocking_recv() {
+        if writer
+            .write_all(&bytes)
+            .and_then(|_| writer.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Gives a hung-up program's group two seconds to leave, then insists; reaps the program either
+/// way.
+fn reap(mut child: Box<dyn Child>) {
+    let gone = |child: &mut Box<dyn Child>| {
+        for _ in 0..40 {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    };
+    if !gone(&mut child) {
+        child.kill();
+        gone(&mut child);
+    }
+}
+
+/// The session's program is gone; its PTY takes no more input.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the session's program has exited")]
+pub struct SessionGone;

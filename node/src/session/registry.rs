@@ -1,0 +1,317 @@
+//! The node's sessions: creation (within `max_sessions`, names unique), lookup, destruction,
+//! exits and idle expiry.
+//!
+//! Expiry wakes once per deadline, not once per session per tick: the reaper sleeps until the
+//! earliest expiry among unattached sessions (or until something changes), so a thousand idle
+//! sessions cost no wake-ups. The decisions are pure functions of the clock
+//! ([`crate::session::expiry`]).
+
+use crate::os::{PtySpawner, SpawnSpec};
+use crate::session::expiry::{self, Idleness};
+use crate::session::{now_ms, Session};
+use cmdop_proto::config::NodeConfig;
+use cmdop_proto::{CreateSession, ErrorKind, ErrorReply, SessionInfo};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Every session on this node.
+pub struct Registry {
+    sessions: Mutex<BTreeMap<Uuid, Arc<Session>>>,
+    changed: Notify,
+    spawner: Arc<dyn PtySpawner>,
+    host: String,
+    config: NodeConfig,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> ErrorReply {
+    ErrorReply {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// The shell to run: `$SHELL`, or `/bin/sh`.
+pub fn default_shell() -> String {
+    std::env::var("SHELL")
+        .ok()
+        .filter(|s| !s.is_empty() && std::path::Path::new(s).exists())
+        .unwrap_or_else(|| "/bin/sh".into())
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(spawner: Arc<dyn PtySpawner>, host: String, config: NodeConfig) -> Self {
+        Registry {
+            sessions: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+            spawner,
+            host,
+            config,
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<Uuid, Arc<Session>>> {
+        // No code panics while holding this lock; recover the map rather than fail forever.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The host name sessions report.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Creates a session; `preload` becomes the start of its scrollback.
+    pub fn create(
+        &self,
+        request: CreateSession,
+        preload: &[u8],
+    ) -> Result<Arc<Session>, ErrorReply> {
+        if let Some(name) = &request.name {
+            validate_name(name)?;
+        }
+        let home = cmdop_client::home::user_home()
+            .to_string_lossy()
+            .into_owned();
+        let cwd = match request.cwd {
+            Some(cwd) if std::path::Path::new(&cwd).is_dir() => cwd,
+            Some(cwd) => {
+                return Err(error(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "working directory {cwd} does not exist on {}; pick another",
+                        self.host
+                    ),
+                ))
+            }
+            None => home,
+        };
+        let mut env = request.env;
+        env.push((
+            "TERM".into(),
+            request.term.unwrap_or_else(|| "xterm-256color".into()),
+        ));
+        let spec = SpawnSpec {
+            program: default_shell(),
+            cwd,
+            env,
+            size: request.size,
+        };
+        // Check, spawn without the lock (a fork must not stall every other request), then check
+        // again while inserting, so two creates of one name cannot both win.
+        self.check_room(request.name.as_deref())?;
+        let spawned = self.spawner.spawn(&spec).map_err(|e| {
+            error(
+                ErrorKind::Internal,
+                format!("cannot start {} on {}: {e}", spec.program, self.host),
+            )
+        })?;
+        let capacity = usize::try_from(self.config.ringbuffer.0).unwrap_or(usize::MAX);
+        let name = request.name.clone();
+        let session = Session::start(
+            &spec,
+            spawned,
+            request.name,
+            self.host.clone(),
+            capacity,
+            preload,
+        );
+        {
+            let mut map = self.map();
+            if let Err(e) = Self::room_in(&map, &self.config, &self.host, name.as_deref()) {
+                drop(map);
+                session.hang_up();
+                return Err(e);
+            }
+            map.insert(session.id, session.clone());
+        }
+        // A shell that died before it was registered sent its SIGCHLD too early to be seen.
+        session.poll_exit();
+        tracing::info!(session = %session.id, pid = ?session.pid, "session created");
+        self.changed.notify_one();
+        Ok(session)
+    }
+
+    fn check_room(&self, name: Option<&str>) -> Result<(), ErrorReply> {
+        Self::room_in(&self.map(), &self.config, &self.host, name)
+    }
+
+    /// Whether `map` has room for one more session named `name`.
+    fn room_in(
+        map: &BTreeMap<Uuid, Arc<Session>>,
+        config: &NodeConfig,
+        host: &str,
+        name: Option<&str>,
+    ) -> Result<(), ErrorReply> {
+        if map.len() >= config.max_sessions {
+            return Err(error(
+                ErrorKind::Limit,
+                format!(
+                    "{host} already runs {} sessions (max_sessions in config.yaml); destroy some first",
+                    config.max_sessions
+                ),
+            ));
+        }
+        if let Some(name) = name {
+            if map.values().any(|s| s.lock().name.as_deref() == Some(name)) {
+                return Err(error(
+                    ErrorKind::NameTaken,
+                    format!("a session named '{name}' already exists on {host}; pick another name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A session by id.
+    pub fn get(&self, id: Uuid) -> Result<Arc<Session>, ErrorReply> {
+        self.map()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| self.not_found(id))
+    }
+
+    fn not_found(&self, id: Uuid) -> ErrorReply {
+        error(
+            ErrorKind::NotFound,
+            format!(
+                "no session {id} on {}; list them with 'cmdop session list'",
+                self.host
+            ),
+        )
+    }
+
+    /// Every session's metadata, oldest first.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let sessions: Vec<_> = self.map().values().cloned().collect();
+        sessions.iter().map(|s| s.info()).collect()
+    }
+
+    /// Every session.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.map().values().cloned().collect()
+    }
+
+    /// Destroys a session: hangs up its processes and drops its scrollback.
+    pub fn destroy(&self, id: Uuid) -> Result<(), ErrorReply> {
+        let session = self.map().remove(&id).ok_or_else(|| self.not_found(id))?;
+        session.hang_up();
+        tracing::info!(session = %id, "session destroyed");
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// How idle each session is.
+    fn idleness(&self) -> Vec<Idleness> {
+        self.all()
+            .iter()
+            .map(|s| expiry::idleness(s.id, &s.lock()))
+            .collect()
+    }
+
+    /// Destroys every session unattached and idle for longer than `idle` at `now_ms`; returns
+    /// their ids.
+    pub fn destroy_idle(&self, idle: Duration, now_ms: u64) -> Vec<Uuid> {
+        let expired = expiry::expired(&self.idleness(), idle, now_ms);
+        for id in &expired {
+            let _ = self.destroy(*id);
+        }
+        expired
+    }
+
+    /// Destroys every session (node shutdown).
+    pub fn destroy_all(&self) {
+        let sessions: Vec<_> = std::mem::take(&mut *self.map()).into_values().collect();
+        for session in sessions {
+            session.hang_up();
+        }
+    }
+
+    /// Call after a change that may move an expiry (detach, TTL-relevant activity).
+    pub fn touch(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Notices programs' exits until `shutdown`: on every SIGCHLD, each running session checks
+    /// its own child (one task for the node instead of a thread per session).
+    pub async fn run_child_watcher(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut children =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::error!("cannot watch for exiting shells: {e}");
+                    return;
+                }
+            };
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                signal = children.recv() => if signal.is_none() { return },
+            }
+            self.poll_exits();
+        }
+    }
+
+    /// Records the exit of every session's program that has exited (what a SIGCHLD means).
+    pub fn poll_exits(&self) {
+        for session in self.all() {
+            session.poll_exit();
+        }
+    }
+
+    /// Expires idle sessions until `shutdown`: sleeps until the earliest deadline.
+    pub async fn run_reaper(self: Arc<Self>, shutdown: CancellationToken) {
+        let ttl = self.config.idle_ttl.0;
+        loop {
+            let now = now_ms();
+            let expired = self.destroy_idle(ttl, now);
+            if !expired.is_empty() {
+                tracing::info!(count = expired.len(), "expired idle sessions");
+            }
+            let wait = expiry::next_wake(&self.idleness(), ttl, now);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// Names are short, printable and never look like an id flag.
+fn validate_name(name: &str) -> Result<(), ErrorReply> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_.@+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(error(
+            ErrorKind::BadRequest,
+            format!(
+                "'{name}' is not a valid session name; use up to 64 letters, digits and - _ . @ +"
+            ),
+        ))
+    }
+}

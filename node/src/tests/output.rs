@@ -1,0 +1,132 @@
+//! Output: a reader that fell off the ringbuffer gets a gap then the bytes held; the exit is
+//! reported only after the last output.
+
+use super::*;
+use cmdop_proto::SessionState;
+
+/// `len` bytes that differ from their neighbours.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Waits until the session's ringbuffer has taken in `end` bytes.
+async fn printed(session: &Session, end: u64) {
+    let mut changes = session.subscribe();
+    within("output", async {
+        while session.lock().ring.end() < end {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await;
+}
+
+/// Reads output frames until an end frame; returns the bytes (checking they are contiguous
+/// from `offset`) and the end frame.
+async fn output_until_end(client: &mut Client, mut offset: u64) -> (Vec<u8>, AttachOutput) {
+    let mut bytes = Vec::new();
+    loop {
+        match client.frame().await {
+            AttachOutput::Output { offset: at, data } => {
+                assert_eq!(at, offset, "output is not contiguous");
+                offset += data.len() as u64;
+                bytes.extend_from_slice(&data);
+            }
+            AttachOutput::InputAck { .. } => {}
+            end => return (bytes, end),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reader_behind_the_ringbuffer_gets_a_gap_then_what_is_held() {
+    let node = Harness::new(|config| config.ringbuffer.0 = 64);
+    let (session, program) = node.create();
+    let printed_bytes = pattern(200);
+    program.print(&printed_bytes);
+    printed(&session, 200).await;
+    assert_eq!(session.lock().ring.start(), 136);
+
+    // Resuming from offset 10: 126 bytes were lost, the last 64 follow.
+    let mut resumed = AttachRequest {
+        resume_from: Some(10),
+        ..request(&session, AttachMode::ReadOnly)
+    };
+    let mut client = node.attach(&peer(1), resumed.clone()).await;
+    assert_eq!(client.attached().await.offset, 10);
+    assert_eq!(client.frame().await, AttachOutput::Gap { lost: 126 });
+    assert_eq!(
+        client.frame().await,
+        AttachOutput::Output {
+            offset: 136,
+            data: printed_bytes[136..].to_vec(),
+        }
+    );
+    // New output follows at once, with no gap.
+    program.print(b"more");
+    assert_eq!(
+        client.frame().await,
+        AttachOutput::Output {
+            offset: 200,
+            data: b"more".to_vec(),
+        }
+    );
+
+    // A cursor within what is held loses nothing; one past the end starts at the end.
+    resumed.resume_from = Some(190);
+    let mut within_ring = node.attach(&peer(2), resumed.clone()).await;
+    assert_eq!(within_ring.attached().await.offset, 190);
+    let mut expected = printed_bytes[190..].to_vec();
+    expected.extend_from_slice(b"more");
+    assert_eq!(
+        within_ring.frame().await,
+        AttachOutput::Output {
+            offset: 190,
+            data: expected,
+        }
+    );
+    resumed.resume_from = Some(10_000);
+    let mut ahead = node.attach(&peer(3), resumed).await;
+    assert_eq!(ahead.attached().await.offset, 204);
+}
+
+#[tokio::test]
+async fn exited_comes_after_the_last_output() {
+    let node = Harness::new(|_| {});
+    let (session, program) = node.create();
+    let mut client = node
+        .attach(&peer(1), request(&session, AttachMode::Interactive))
+        .await;
+    assert_eq!(client.attached().await.offset, 0);
+
+    // The program prints more than one frame holds and exits; the exit is known (SIGCHLD)
+    // while its last output is still in the PTY.
+    program.hold_output();
+    let last_words = pattern(150_000);
+    program.print(&last_words);
+    program.exit(3);
+    node.registry.poll_exits();
+    assert_eq!(session.info().state, SessionState::Exited { code: 3 });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    program.release_output();
+
+    let (bytes, end) = output_until_end(&mut client, 0).await;
+    assert_eq!(bytes.len(), last_words.len());
+    assert!(bytes == last_words, "the output differs");
+    assert_eq!(end, AttachOutput::Exited { code: 3 });
+    client.ended().await;
+
+    // A client attaching later sees the scrollback, then the exit.
+    let mut late = node
+        .attach(&peer(2), request(&session, AttachMode::ReadOnly))
+        .await;
+    let start = late.attached().await.offset;
+    // 64 KiB back, moved on to the next line start (a newline is byte 10 of the pattern).
+    let from = 150_000 - (64 << 10);
+    let line_start = (from..).find(|i| i % 251 == 10).unwrap() + 1;
+    assert_eq!(start, line_start);
+    let (bytes, end) = output_until_end(&mut late, start).await;
+    assert!(bytes == last_words[start as usize..], "the replay differs");
+    assert_eq!(end, AttachOutput::Exited { code: 3 });
+}
