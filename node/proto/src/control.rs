@@ -95,6 +95,9 @@ pub struct Show {
     pub session: Uuid,
     /// Lines of scrollback to return (none when absent).
     pub tail: Option<u32>,
+    /// Also return what is on the session's screen now.
+    #[serde(default)]
+    pub screen: bool,
 }
 
 /// Mark a session attached (metadata-only attach) or clear the mark.
@@ -188,6 +191,22 @@ pub struct Shown {
     /// The scrollback lines requested.
     #[serde(with = "serde_bytes")]
     pub tail: Vec<u8>,
+    /// The screen now, when asked for.
+    #[serde(default)]
+    pub screen: Option<ScreenText>,
+}
+
+/// What is on a session's screen, as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScreenText {
+    /// Each row's text, trailing blanks trimmed.
+    pub rows: Vec<String>,
+    /// Each row with its colours and attributes as SGR sequences.
+    pub ansi_rows: Vec<String>,
+    /// The cursor's column and row (from 0), and whether it is visible.
+    pub cursor: (u16, u16, bool),
+    /// Whether a full-screen program holds the alternate screen.
+    pub alternate: bool,
 }
 
 /// A session created from a snapshot (the reply to [`Restore`]) or moved to another node (the

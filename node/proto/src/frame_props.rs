@@ -205,8 +205,13 @@ fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         create,
         Just(Request::ListSessions(ListSessions)),
-        (uuid(), option::of(any::<u32>()))
-            .prop_map(|(session, tail)| Request::Show(Show { session, tail })),
+        (uuid(), option::of(any::<u32>()), any::<bool>()).prop_map(|(session, tail, screen)| {
+            Request::Show(Show {
+                session,
+                tail,
+                screen,
+            })
+        }),
         (uuid(), any::<bool>()).prop_map(|(session, attached)| Request::MarkAttached(
             MarkAttached { session, attached }
         )),

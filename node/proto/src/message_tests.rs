@@ -94,6 +94,7 @@ fn control_messages_round_trip() {
         Show {
             session: id,
             tail: Some(5),
+            screen: true,
         }
         .into_request(),
         MarkAttached {
@@ -141,6 +142,12 @@ fn control_messages_round_trip() {
         Reply::Shown(Shown {
             session: info(),
             tail: b"x\n".to_vec(),
+            screen: Some(ScreenText {
+                rows: vec!["$ ls".into(), String::new()],
+                ansi_rows: vec!["\x1b[1m$\x1b[0m ls".into(), String::new()],
+                cursor: (4, 0, true),
+                alternate: false,
+            }),
         }),
         Reply::Destroyed(vec![id]),
         Reply::Done,
@@ -163,6 +170,7 @@ fn a_call_takes_only_its_own_reply() {
     let shown = Shown {
         session: info(),
         tail: vec![],
+        screen: None,
     };
     assert_eq!(Show::take_reply(Reply::Shown(shown.clone())), Ok(shown));
     assert_eq!(

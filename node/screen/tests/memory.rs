@@ -6,7 +6,7 @@
 //! primary and alternate screens) plus line and parser bookkeeping (avt
 //! caps an OSC string at 1 KiB). No scrollback is kept, so the figure
 //! depends on the size only and stays under 80 KB for 80x24 whatever is
-//! printed. The largest accepted size, 1000x1000, measured 32,114,272 bytes.
+//! printed. The largest accepted size (MAX_COLS x MAX_ROWS) is bounded the same way.
 //!
 //! This file holds a single test so that no other test allocates while it
 //! measures.

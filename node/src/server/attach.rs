@@ -18,14 +18,16 @@
 //! with a connection whose peer sent garbage is the caller's [`OnMalformed`].
 
 use crate::server::framed::{FrameSink, FrameSource, RecvError};
+use crate::server::skip::{OutputPacer, Verdict};
 use crate::session::admission::{Admitted, Peer};
 use crate::session::registry::Registry;
 use crate::session::{now_ms, Session};
 use cmdop_proto::frame::FrameError;
 use cmdop_proto::{
-    AttachInput, AttachMode, AttachOutput, AttachRequest, DetachReason, ErrorReply, WinSize,
+    AttachInput, AttachMode, AttachOutput, AttachRequest, DetachReason, ErrorReply, ScreenFrame,
+    SkipReason, WinSize,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
@@ -34,6 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Bytes of output per frame.
 const OUTPUT_CHUNK: usize = 64 * 1024;
+
+/// A frame's bytes on the wire besides its payload (length prefix, CBOR tags, offset).
+const FRAME_OVERHEAD: u64 = 24;
 
 /// How long after the shell's exit to wait for the rest of its output.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
@@ -44,6 +49,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Called when the peer sent an unreadable frame (closes its connection).
 pub type OnMalformed = Arc<dyn Fn(&FrameError) + Send + Sync>;
 
+/// The current round-trip time of the peer's connection.
+pub type RoundTrip = Arc<dyn Fn() -> Duration + Send + Sync>;
+
 static NEXT_ATTACHMENT: AtomicU64 = AtomicU64::new(1);
 
 /// Serves one attach stream pair of `peer` until it ends.
@@ -53,6 +61,7 @@ pub async fn attach<S, R>(
     mut send: S,
     mut recv: R,
     on_malformed: OnMalformed,
+    rtt: RoundTrip,
     shutdown: CancellationToken,
 ) where
     S: FrameSink,
@@ -103,12 +112,14 @@ pub async fn attach<S, R>(
     session.notify();
 
     let acks = Acks::new(input_seq);
+    let pacing = Arc::new(Pacing::new(start, rtt));
     let stop = shutdown.child_token();
     let input = InputReader {
         session: session.clone(),
         attachment,
         mode: request.mode,
         acks: acks.clone(),
+        pacing: pacing.clone(),
         stop: stop.clone(),
         on_malformed,
     };
@@ -117,6 +128,7 @@ pub async fn attach<S, R>(
         session: &session,
         cursor: start,
         acks,
+        pacing,
         stop: stop.clone(),
     };
     pump.run(&mut send, Kick(Some(kick_rx))).await;
@@ -169,13 +181,14 @@ impl Drop for AttachmentGuard {
 /// Makes full-screen programs repaint for the new client: a size change delivers SIGWINCH; if
 /// the size is unchanged, bounce through a different size first.
 fn nudge_redraw(session: &Session, size: WinSize) {
+    let size = crate::session::screen::clamp(size);
     let current = session.lock().size;
     if current == size {
-        let bounced = WinSize {
+        let cols = if size.cols > 1 { size.cols - 1 } else { 2 };
+        session.resize(WinSize {
             rows: size.rows,
-            cols: size.cols.saturating_add(1),
-        };
-        session.resize(bounced);
+            cols,
+        });
     }
     session.resize(size);
 }
@@ -205,12 +218,58 @@ impl Acks {
     }
 }
 
+/// How one attachment's output is paced, shared by its pump and its input reader.
+struct Pacing {
+    pacer: std::sync::Mutex<OutputPacer>,
+    /// The pump's cursor, for the input reader's "is output queued?" question.
+    cursor: AtomicU64,
+    /// The holder typed with output queued: the pump sends the screen at its next round.
+    skip_now: AtomicBool,
+    /// The client reported progress, or a skip was asked for.
+    changed: Notify,
+    rtt: RoundTrip,
+}
+
+impl Pacing {
+    fn new(start: u64, rtt: RoundTrip) -> Self {
+        Pacing {
+            pacer: std::sync::Mutex::new(OutputPacer::new(start, std::time::Instant::now())),
+            cursor: AtomicU64::new(start),
+            skip_now: AtomicBool::new(false),
+            changed: Notify::new(),
+            rtt,
+        }
+    }
+
+    fn pacer(&self) -> std::sync::MutexGuard<'_, OutputPacer> {
+        self.pacer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The client has drawn everything below `offset`.
+    fn shown(&self, offset: u64) {
+        let rtt = (self.rtt)();
+        self.pacer()
+            .reported(offset, rtt, std::time::Instant::now());
+        self.changed.notify_one();
+    }
+
+    /// The holder typed while the output ends at `end`: skip to the screen if much is queued.
+    fn typed(&self, end: u64) {
+        let cursor = self.cursor.load(Ordering::Acquire);
+        if self.pacer().typed(cursor, end, (self.rtt)()) {
+            self.skip_now.store(true, Ordering::Release);
+            self.changed.notify_one();
+        }
+    }
+}
+
 /// One attachment's output pump.
 struct Pump<'a> {
     session: &'a Arc<Session>,
     /// The next offset to send.
     cursor: u64,
     acks: Acks,
+    pacing: Arc<Pacing>,
     stop: CancellationToken,
 }
 
@@ -249,9 +308,10 @@ impl Pump<'_> {
             match self.send_output(send).await {
                 Sent::Some => continue,
                 Sent::Failed => return,
-                Sent::CaughtUp => {}
+                Sent::CaughtUp | Sent::Paced => {}
             }
-            if let Some(code) = exit {
+            let paced = self.cursor < self.session.lock().ring.end();
+            if let (Some(code), false) = (exit, paced) {
                 // The shell may exit before the reader has moved its last output into the ring:
                 // report the exit once the PTY is drained (or, if a leftover background job
                 // keeps the PTY open, shortly after).
@@ -276,6 +336,7 @@ impl Pump<'_> {
                     }
                 }
                 _ = self.acks.changed.notified() => {}
+                _ = self.pacing.changed.notified() => {}
             }
             if self.session.lock().lifecycle.is_destroyed() {
                 let _ = send
@@ -286,41 +347,88 @@ impl Pump<'_> {
         }
     }
 
-    /// Sends the next chunk of output from the cursor (after a gap marker if the cursor fell
-    /// off the ringbuffer).
+    /// Sends what the pacer allows from the cursor, or the screen in place of a backlog the
+    /// client cannot take in time (or that the ringbuffer no longer holds).
     async fn send_output<S: FrameSink>(&mut self, send: &mut S) -> Sent {
-        let chunk = self
-            .session
-            .lock()
-            .ring
-            .read_from(self.cursor, OUTPUT_CHUNK);
+        let end = self.session.lock().ring.end();
+        let typed = self.pacing.skip_now.swap(false, Ordering::AcqRel);
+        let rtt = (self.pacing.rtt)();
+        let verdict = self.pacing.pacer().next(self.cursor, end, rtt);
+        let reason = match verdict {
+            Verdict::Skip => SkipReason::SlowLink,
+            _ if typed && self.cursor < end => SkipReason::Typed,
+            Verdict::Wait if self.cursor < end => return Sent::Paced,
+            Verdict::Wait => return Sent::CaughtUp,
+            Verdict::Send(allowed) => return self.send_bytes(send, allowed).await,
+        };
+        self.send_screen(send, reason).await
+    }
+
+    /// Sends up to `allowed` bytes from the cursor.
+    async fn send_bytes<S: FrameSink>(&mut self, send: &mut S, allowed: u64) -> Sent {
+        let limit = usize::try_from(allowed)
+            .unwrap_or(usize::MAX)
+            .min(OUTPUT_CHUNK);
+        let chunk = self.session.lock().ring.read_from(self.cursor, limit);
         let chunk = match chunk {
+            Ok(chunk) if chunk.lost > 0 => {
+                return self.send_screen(send, SkipReason::Overwritten).await
+            }
             Ok(chunk) => chunk,
             Err(_) => {
                 self.cursor = self.session.lock().ring.end();
                 return Sent::CaughtUp;
             }
         };
-        if chunk.lost > 0
-            && send
-                .send(&AttachOutput::Gap { lost: chunk.lost })
-                .await
-                .is_err()
-        {
-            return Sent::Failed;
-        }
         if chunk.data.is_empty() {
             return Sent::CaughtUp;
         }
-        self.cursor = chunk.offset + chunk.data.len() as u64;
+        let len = chunk.data.len() as u64;
+        self.cursor = chunk.offset + len;
+        let more_waiting = self.cursor < self.session.lock().ring.end();
         let frame = AttachOutput::Output {
             offset: chunk.offset,
             data: chunk.data,
         };
-        match send.send(&frame).await {
-            Ok(()) => Sent::Some,
-            Err(_) => Sent::Failed,
+        if send.send(&frame).await.is_err() {
+            return Sent::Failed;
         }
+        self.pacing
+            .pacer()
+            .sent(self.cursor, len + FRAME_OVERHEAD, more_waiting);
+        self.pacing.cursor.store(self.cursor, Ordering::Release);
+        Sent::Some
+    }
+
+    /// Sends the session's screen in place of the output from the cursor to the screen's
+    /// offset. A screen that has not caught up yet (the reader feeds it just after the
+    /// ringbuffer, then wakes the pump) is sent on the next round.
+    async fn send_screen<S: FrameSink>(&mut self, send: &mut S, reason: SkipReason) -> Sent {
+        let shot = self.session.screen_shot();
+        let start = self.session.lock().ring.start();
+        if shot.offset <= self.cursor || shot.offset < start {
+            if reason == SkipReason::Typed {
+                self.pacing.skip_now.store(true, Ordering::Release);
+            }
+            return Sent::Paced;
+        }
+        let skipped = shot.offset.saturating_sub(self.cursor);
+        let bytes = shot.dump.len() as u64 + FRAME_OVERHEAD;
+        let frame = AttachOutput::Screen(ScreenFrame {
+            offset: shot.offset,
+            skipped,
+            reason,
+            size: shot.size,
+            dump: shot.dump,
+        });
+        if send.send(&frame).await.is_err() {
+            return Sent::Failed;
+        }
+        tracing::debug!(session = %self.session.id, skipped, ?reason, "sent the screen");
+        self.cursor = shot.offset;
+        self.pacing.pacer().skipped(shot.offset, bytes);
+        self.pacing.cursor.store(self.cursor, Ordering::Release);
+        Sent::Some
     }
 }
 
@@ -362,6 +470,8 @@ enum Sent {
     Some,
     /// Nothing more to send for now.
     CaughtUp,
+    /// More to send, once the client reports progress.
+    Paced,
     /// The stream failed.
     Failed,
 }
@@ -372,6 +482,7 @@ struct InputReader {
     attachment: u64,
     mode: AttachMode,
     acks: Acks,
+    pacing: Arc<Pacing>,
     stop: CancellationToken,
     on_malformed: OnMalformed,
 }
@@ -395,8 +506,8 @@ impl InputReader {
             };
             match (message, self.mode) {
                 (AttachInput::Detach, _) => break,
-                (AttachInput::Probe | AttachInput::Shown { .. }, _) | (_, AttachMode::ReadOnly) => {
-                }
+                (AttachInput::Shown { offset }, _) => self.pacing.shown(offset),
+                (AttachInput::Probe, _) | (_, AttachMode::ReadOnly) => {}
                 (AttachInput::Resize(size), AttachMode::Interactive) => {
                     if self.session.is_held_by(self.attachment) {
                         self.session.resize(size);
@@ -442,6 +553,8 @@ impl InputReader {
             core.input.next_seq()
         };
         self.acks.set(applied);
+        let end = self.session.lock().ring.end();
+        self.pacing.typed(end);
         true
     }
 }

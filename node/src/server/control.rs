@@ -7,12 +7,12 @@
 use crate::server::attach::OnMalformed;
 use crate::server::framed::{FrameSink, FrameSource, RecvError};
 use crate::server::{Admission, Node};
-use crate::session::now_ms;
 use crate::session::registry::Registry;
+use crate::session::{now_ms, Session};
 use cmdop_certs::Fingerprint;
 use cmdop_proto::{
-    Destroy, DestroyIdle, ErrorKind, ErrorReply, MarkAttached, Reply, Request, Restore, SendInput,
-    Show, Shown, TakeSnapshot,
+    Destroy, DestroyIdle, ErrorKind, ErrorReply, MarkAttached, Reply, Request, Restore, ScreenText,
+    SendInput, Show, Shown, TakeSnapshot,
 };
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -78,15 +78,9 @@ pub async fn handle(node: &Node, request: Request) -> Reply {
             .create(create, &[])
             .map(|s| Reply::Session(s.info())),
         Request::ListSessions(_) => Ok(Reply::Sessions(registry.list())),
-        Request::Show(Show { session, tail }) => registry.get(session).map(|s| {
-            let tail = tail
-                .map(|n| s.lock().ring.last_lines(n as usize).data)
-                .unwrap_or_default();
-            Reply::Shown(Shown {
-                session: s.info(),
-                tail,
-            })
-        }),
+        Request::Show(show) => registry
+            .get(show.session)
+            .map(|s| Reply::Shown(shown(&s, show))),
         Request::MarkAttached(MarkAttached { session, attached }) => {
             mark_attached(registry, session, attached)
         }
@@ -182,4 +176,25 @@ fn close_revoked(node: &Node, requester: &Fingerprint, revoked: &Fingerprint) ->
     let closed = node.live.close_all_of(revoked);
     tracing::info!(%revoked, closed, "closed the connections of a revoked key");
     Reply::Revoked(closed)
+}
+
+/// A session's metadata, the scrollback lines and the screen asked for.
+fn shown(session: &Session, show: Show) -> Shown {
+    let tail = show
+        .tail
+        .map(|n| session.lock().ring.last_lines(n as usize).data)
+        .unwrap_or_default();
+    let screen = show.screen.then(|| {
+        session.with_screen(|screen| ScreenText {
+            rows: screen.rows_text(),
+            ansi_rows: screen.rows_ansi(),
+            cursor: screen.cursor(),
+            alternate: screen.alternate_screen(),
+        })
+    });
+    Shown {
+        session: session.info(),
+        tail,
+        screen,
+    }
 }

@@ -494,6 +494,7 @@ async fn accept_attachments(
             FramedSend::new(send),
             FramedRecv::new(recv, node.max_frame),
             on_malformed.clone(),
+            round_trip(&connection),
             shutdown.clone(),
         ));
     }
@@ -520,4 +521,10 @@ pub fn close_for(connection: &quinn::Connection, error: &RecvError) {
     if let RecvError::Frame(e) = error {
         close_malformed(connection, e);
     }
+}
+
+/// The connection's current round-trip time, for the output pacer.
+fn round_trip(connection: &quinn::Connection) -> attach::RoundTrip {
+    let connection = connection.clone();
+    Arc::new(move || connection.rtt())
 }

@@ -113,7 +113,10 @@ fn a_flood_on_a_slow_link_is_skipped_within_about_a_second_and_queues_little() {
         (t.as_secs_f64() * 20e6) as u64
     });
     let (first, skipped) = run.skips[0];
-    assert!(first < Duration::from_millis(1500), "first skip at {first:?}");
+    assert!(
+        first < Duration::from_millis(1500),
+        "first skip at {first:?}"
+    );
     assert!(skipped > 1_000_000, "skipped only {skipped}");
     // Little ever waits in the network: about a round trip of the link's rate.
     // Little ever waits in the network: the first window, then about a round trip of the
@@ -144,7 +147,12 @@ fn a_burst_after_quiet_typing_is_not_mistaken_for_a_slow_link() {
     // Ten seconds of echoes (a byte every 150 ms), then 110 KB at once.
     let run = pump(&mut link, Duration::from_secs(13), |t| {
         let echoes = (t.as_millis().min(10_000) / 150) as u64;
-        echoes + if t >= Duration::from_secs(10) { 110_000 } else { 0 }
+        echoes
+            + if t >= Duration::from_secs(10) {
+                110_000
+            } else {
+                0
+            }
     });
     assert!(run.skips.is_empty(), "{:?}", run.skips);
     assert_eq!(run.sent_bytes, 110_000 + 10_000 / 150);
@@ -188,7 +196,10 @@ fn typing_with_output_queued_asks_for_the_screen_but_not_twice_in_flight() {
     // After a skip, no second one until the screen is drawn.
     pacer.skipped(40_000, 3_000);
     assert!(!pacer.typed(40_000, 400_000, rtt));
-    assert_eq!(pacer.next(40_000, 400_000, rtt), Verdict::Send(pacer.window(rtt) - 3_000));
+    assert_eq!(
+        pacer.next(40_000, 400_000, rtt),
+        Verdict::Send(pacer.window(rtt) - 3_000)
+    );
     pacer.reported(40_000, rtt, now + Duration::from_millis(150));
     assert!(pacer.typed(40_000, 400_000, rtt));
 }

@@ -18,11 +18,13 @@ pub mod expiry;
 pub mod lifecycle;
 pub mod registry;
 pub mod ringbuf;
+pub mod screen;
 
 use crate::os::{Child, SpawnSpec, SpawnedPty, Terminal};
 use crate::session::admission::Holder;
 use crate::session::lifecycle::Lifecycle;
 use crate::session::ringbuf::RingBuffer;
+use crate::session::screen::{ScreenShot, SessionScreen};
 use cmdop_proto::resync::InputLedger;
 use cmdop_proto::{SessionInfo, WinSize};
 use std::io::{Read, Write};
@@ -86,6 +88,8 @@ pub struct Session {
     /// The program's pid (and process group).
     pub pid: Option<u32>,
     core: Mutex<SessionCore>,
+    /// What the output draws on a terminal now.
+    screen: Mutex<SessionScreen>,
     changed: watch::Sender<u64>,
     input: mpsc::Sender<Vec<u8>>,
     terminal: Mutex<Box<dyn Terminal>>,
@@ -127,6 +131,8 @@ impl Session {
         let mut ring = RingBuffer::new(ring_capacity);
         ring.push(preload);
         let now = now_ms();
+        let mut screen = SessionScreen::new(spec.size, 0);
+        screen.feed(preload, ring.end());
         let (changed, _) = watch::channel(0);
         let (input, input_rx) = mpsc::channel::<Vec<u8>>(64);
         let session = Arc::new(Session {
@@ -148,6 +154,7 @@ impl Session {
                 holder: None,
                 input: InputLedger::new(),
             }),
+            screen: Mutex::new(screen),
             changed,
             input,
             terminal: Mutex::new(terminal),
@@ -203,12 +210,30 @@ impl Session {
     }
 
     fn append_output(&self, bytes: &[u8]) {
-        {
+        let end = {
             let mut core = self.lock();
             core.ring.push(bytes);
             core.last_active_ms = now_ms();
-        }
+            core.ring.end()
+        };
+        // Only this session's reader feeds the screen, in output order; its own lock keeps the
+        // parsing out of the way of everyone who only needs the ringbuffer.
+        self.screen().feed(bytes, end);
         self.bump();
+    }
+
+    fn screen(&self) -> MutexGuard<'_, SessionScreen> {
+        self.screen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The screen now, and the output offset it stands for.
+    pub fn screen_shot(&self) -> ScreenShot {
+        self.screen().shot()
+    }
+
+    /// Reads the screen model (for text views of it).
+    pub fn with_screen<R>(&self, read: impl FnOnce(&cmdop_screen::Screen) -> R) -> R {
+        read(self.screen().screen())
     }
 
     /// Queues bytes for the PTY, as if typed. Waits while the program is not reading input.
@@ -226,7 +251,10 @@ impl Session {
 
     /// Changes the window size.
     pub fn resize(&self, size: WinSize) {
+        // A client may ask for anything (0x0, 65535x65535): the PTY gets a size it can hold.
+        let size = screen::clamp(size);
         self.lock().size = size;
+        self.screen().resize(size);
         let terminal = self.terminal.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = terminal.resize(size) {
             tracing::debug!(session = %self.id, "resize failed: {e}");

@@ -111,7 +111,7 @@ impl Registry {
             program: default_shell(),
             cwd,
             env,
-            size: request.size,
+            size: crate::session::screen::clamp(request.size),
         };
         // Check, spawn without the lock (a fork must not stall every other request), then check
         // again while inserting, so two creates of one name cannot both win.

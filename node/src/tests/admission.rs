@@ -67,12 +67,12 @@ async fn holder_viewers_and_takeover() {
     new_holder.type_at(0, b"x").await;
     assert_eq!(new_holder.acked(1).await, 1);
     assert_eq!(within("input", program.wait_input(1)).await, b"x");
-    // Each holder's size was applied (bounced through a wider one when unchanged, so that the
+    // Each holder's size was applied (bounced through a narrower one when unchanged, so that the
     // program redraws); the viewer's was not.
     assert_eq!(
         program.resizes(),
         vec![
-            WinSize { rows: 24, cols: 81 },
+            WinSize { rows: 24, cols: 79 },
             SIZE,
             WinSize {
                 rows: 30,

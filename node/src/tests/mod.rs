@@ -102,6 +102,7 @@ impl Harness {
             FrameWriter::new(far_write),
             FrameReader::new(far_read, 1 << 20),
             on_malformed,
+            Arc::new(|| Duration::from_millis(1)),
             self.shutdown.clone(),
         ));
         let (near_read, near_write) = tokio::io::split(near);
@@ -173,11 +174,22 @@ impl Client {
         self.send(&input).await;
     }
 
-    /// The next frame, or None when the node ended the stream.
+    /// The next frame, or None when the node ended the stream. Like the real client, it
+    /// reports output as shown as soon as it arrives (the node paces output by that).
     async fn next(&mut self) -> Option<AttachOutput> {
-        within("a frame", self.recv.recv::<AttachOutput>())
+        let frame = within("a frame", self.recv.recv::<AttachOutput>())
             .await
-            .unwrap()
+            .unwrap();
+        let shown = match &frame {
+            Some(AttachOutput::Output { offset, data }) => Some(offset + data.len() as u64),
+            Some(AttachOutput::Screen(screen)) => Some(screen.offset),
+            _ => None,
+        };
+        if let Some(offset) = shown {
+            // The node may have stopped reading already (the attachment is ending).
+            let _ = self.send.send(&AttachInput::Shown { offset }).await;
+        }
+        frame
     }
 
     /// The next frame, which must be there.

@@ -1,8 +1,8 @@
-//! Output: a reader that fell off the ringbuffer gets a gap then the bytes held; the exit is
+//! Output: a reader that fell off the ringbuffer gets the screen, then live bytes; the exit is
 //! reported only after the last output.
 
 use super::*;
-use cmdop_proto::SessionState;
+use cmdop_proto::{SessionState, SkipReason};
 
 /// `len` bytes that differ from their neighbours.
 fn pattern(len: usize) -> Vec<u8> {
@@ -38,7 +38,7 @@ async fn output_until_end(client: &mut Client, mut offset: u64) -> (Vec<u8>, Att
 }
 
 #[tokio::test]
-async fn a_reader_behind_the_ringbuffer_gets_a_gap_then_what_is_held() {
+async fn a_reader_behind_the_ringbuffer_gets_the_screen_then_live_bytes() {
     let node = Harness::new(|config| config.ringbuffer.0 = 64);
     let (session, program) = node.create();
     let printed_bytes = pattern(200);
@@ -46,21 +46,22 @@ async fn a_reader_behind_the_ringbuffer_gets_a_gap_then_what_is_held() {
     printed(&session, 200).await;
     assert_eq!(session.lock().ring.start(), 136);
 
-    // Resuming from offset 10: 126 bytes were lost, the last 64 follow.
+    // Resuming from offset 10: 126 bytes are gone, so the screen stands for all 200 (the
+    // client skips 190), and the screen is the session's own.
     let mut resumed = AttachRequest {
         resume_from: Some(10),
         ..request(&session, AttachMode::ReadOnly)
     };
     let mut client = node.attach(&peer(1), resumed.clone()).await;
     assert_eq!(client.attached().await.offset, 10);
-    assert_eq!(client.frame().await, AttachOutput::Gap { lost: 126 });
+    let AttachOutput::Screen(screen) = client.frame().await else {
+        panic!("expected the screen in place of bytes the ringbuffer lost");
+    };
     assert_eq!(
-        client.frame().await,
-        AttachOutput::Output {
-            offset: 136,
-            data: printed_bytes[136..].to_vec(),
-        }
+        (screen.offset, screen.skipped, screen.reason),
+        (200, 190, SkipReason::Overwritten)
     );
+    assert_eq!(screen.dump, session.screen_shot().dump);
     // New output follows at once, with no gap.
     program.print(b"more");
     assert_eq!(

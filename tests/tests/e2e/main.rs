@@ -6,6 +6,7 @@
 mod hardening;
 mod roaming;
 mod sessions;
+mod slowlink;
 mod snapshot;
 mod soak;
 mod terminal;

@@ -44,10 +44,16 @@ pub enum Command {
         /// Also print the last N lines of scrollback.
         #[arg(long, value_name = "N")]
         tail: Option<u32>,
+        /// Print what is on the session's screen now, as text (instead of the metadata).
+        #[arg(long, conflicts_with = "tail")]
+        screen: bool,
+        /// With --screen: keep colours and attributes (ANSI escape sequences).
+        #[arg(long, requires = "screen")]
+        ansi: bool,
         /// Look only on this host.
         #[arg(long)]
         host: Option<String>,
-        /// Machine-readable output.
+        /// Machine-readable output (with --screen: rows, cursor and the alternate-screen flag).
         #[arg(long)]
         json: bool,
     },
@@ -162,9 +168,19 @@ pub async fn run(command: Command, context: &Context) -> anyhow::Result<ExitCode
         Command::Show {
             session,
             tail,
+            screen,
+            ansi,
             host,
             json,
-        } => show::show(context, &session, tail, host, json).await,
+        } => {
+            let view = show::View {
+                tail,
+                screen,
+                ansi,
+                json,
+            };
+            show::show(context, &session, view, host).await
+        }
         Command::Attach {
             session,
             interactive,
