@@ -7,6 +7,14 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// The key a pin is filed under: the address in its one normal form (`h:07443` and `h:7443`
+/// are one node, and a pin written under either must be found under both, or a differently
+/// spelt address would be trusted anew). Text that is no address stays as it is.
+fn key(addr: &str) -> String {
+    addr.parse::<cmdop_proto::config::HostPort>()
+        .map_or_else(|_| addr.to_string(), |addr| addr.to_string())
+}
+
 /// The pins, keyed by node address (`host:port`).
 #[derive(Debug, Default)]
 pub struct KnownNodes {
@@ -44,7 +52,7 @@ impl KnownNodes {
                 let mut parts = line.split_whitespace();
                 let addr = parts.next()?;
                 let fingerprint = parts.next()?.parse().ok()?;
-                Some((addr.to_string(), fingerprint))
+                Some((key(addr), fingerprint))
             })
             .collect();
         Ok(KnownNodes {
@@ -55,12 +63,12 @@ impl KnownNodes {
 
     /// The pin for `addr`.
     pub fn pin(&self, addr: &str) -> Option<&Fingerprint> {
-        self.pins.get(addr)
+        self.pins.get(&key(addr))
     }
 
     /// Compares a presented key with the pin for `addr`.
     pub fn check(&self, addr: &str, presented: &Fingerprint) -> PinCheck {
-        match self.pins.get(addr) {
+        match self.pins.get(&key(addr)) {
             None => PinCheck::Unknown,
             Some(pin) if pin == presented => PinCheck::Match,
             Some(pin) => PinCheck::Changed {
@@ -71,13 +79,13 @@ impl KnownNodes {
 
     /// Pins `addr` to `fingerprint` and saves the file.
     pub fn insert(&mut self, addr: &str, fingerprint: Fingerprint) -> io::Result<()> {
-        self.pins.insert(addr.to_string(), fingerprint);
+        self.pins.insert(key(addr), fingerprint);
         self.save()
     }
 
     /// Removes the pin for `addr` and saves the file; returns whether there was one.
     pub fn remove(&mut self, addr: &str) -> io::Result<bool> {
-        let had = self.pins.remove(addr).is_some();
+        let had = self.pins.remove(&key(addr)).is_some();
         if had {
             self.save()?;
         }
@@ -118,6 +126,21 @@ mod tests {
             KnownNodes::load(&path).unwrap().check("h:1", &b),
             PinCheck::Unknown
         );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_pin_is_found_however_its_address_is_spelt() {
+        let path = std::env::temp_dir().join(format!("cmdop-known-spelt-{}", std::process::id()));
+        // Written by an older client, with a leading zero in the port.
+        std::fs::write(&path, format!("h:07443 {}\n", Fingerprint::of_spki(b"a"))).unwrap();
+        let known = KnownNodes::load(&path).unwrap();
+        let other = Fingerprint::of_spki(b"b");
+        assert!(matches!(
+            known.check("h:7443", &other),
+            PinCheck::Changed { .. }
+        ));
+        assert!(known.pin("h").is_some(), "the default port is implied");
         std::fs::remove_file(&path).unwrap();
     }
 }

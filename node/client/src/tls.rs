@@ -1,4 +1,4 @@
-//! QUIC and TLS configuration for both ends: TLS 1.3 only, ALPN `cmdop/1`, mutual
+//! QUIC and TLS configuration for both ends: TLS 1.3 only, ALPN `cmdop/2`, mutual
 //! authentication with self-signed identities, trust by fingerprint.
 
 use cmdop_certs::verify::{AnyClientVerifier, PinnedNodeVerifier, SeenFingerprint};

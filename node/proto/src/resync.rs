@@ -108,13 +108,13 @@ impl Resync {
             return false;
         }
         self.shown = offset;
-        self.stats.skipped_bytes += skipped;
+        self.stats.skipped_bytes = self.stats.skipped_bytes.saturating_add(skipped);
         true
     }
 
     /// The node skipped `lost` bytes that overflowed its ringbuffer.
     pub fn gap(&mut self, lost: u64) {
-        self.stats.lost_bytes += lost;
+        self.stats.lost_bytes = self.stats.lost_bytes.saturating_add(lost);
     }
 
     /// Records typed bytes; returns their sequence number.

@@ -18,7 +18,7 @@
 //! with a connection whose peer sent garbage is the caller's [`OnMalformed`].
 
 use crate::server::framed::{FrameSink, FrameSource, RecvError};
-use crate::server::skip::{OutputPacer, Verdict};
+use crate::server::skip::{MinRtt, OutputPacer, Verdict};
 use crate::session::admission::{Admitted, Peer};
 use crate::session::registry::Registry;
 use crate::session::{now_ms, Session};
@@ -227,7 +227,10 @@ struct Pacing {
     skip_now: AtomicBool,
     /// The client reported progress, or a skip was asked for.
     changed: Notify,
+    /// The connection's (smoothed) round trip.
     rtt: RoundTrip,
+    /// The path's round trip, without queueing.
+    min_rtt: std::sync::Mutex<MinRtt>,
 }
 
 impl Pacing {
@@ -238,7 +241,15 @@ impl Pacing {
             skip_now: AtomicBool::new(false),
             changed: Notify::new(),
             rtt,
+            min_rtt: std::sync::Mutex::new(MinRtt::new()),
         }
+    }
+
+    /// The path's round trip now.
+    fn rtt(&self) -> Duration {
+        let estimate = (self.rtt)();
+        let mut min = self.min_rtt.lock().unwrap_or_else(|p| p.into_inner());
+        min.update(estimate, std::time::Instant::now())
     }
 
     fn pacer(&self) -> std::sync::MutexGuard<'_, OutputPacer> {
@@ -247,7 +258,7 @@ impl Pacing {
 
     /// The client has drawn everything below `offset`.
     fn shown(&self, offset: u64) {
-        let rtt = (self.rtt)();
+        let rtt = self.rtt();
         self.pacer()
             .reported(offset, rtt, std::time::Instant::now());
         self.changed.notify_one();
@@ -256,7 +267,8 @@ impl Pacing {
     /// The holder typed while the output ends at `end`: skip to the screen if much is queued.
     fn typed(&self, end: u64) {
         let cursor = self.cursor.load(Ordering::Acquire);
-        if self.pacer().typed(cursor, end, (self.rtt)()) {
+        let rtt = self.rtt();
+        if self.pacer().typed(cursor, end, rtt) {
             self.skip_now.store(true, Ordering::Release);
             self.changed.notify_one();
         }
@@ -352,7 +364,7 @@ impl Pump<'_> {
     async fn send_output<S: FrameSink>(&mut self, send: &mut S) -> Sent {
         let end = self.session.lock().ring.end();
         let typed = self.pacing.skip_now.swap(false, Ordering::AcqRel);
-        let rtt = (self.pacing.rtt)();
+        let rtt = self.pacing.rtt();
         let verdict = self.pacing.pacer().next(self.cursor, end, rtt);
         let reason = match verdict {
             Verdict::Skip => SkipReason::SlowLink,

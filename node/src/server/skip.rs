@@ -30,7 +30,10 @@ const MIN_WINDOW: u64 = 12 * 1024;
 const MAX_WINDOW: u64 = 16 << 20;
 
 /// Headroom on top of one round trip of output, for the client's own turnaround.
-const WINDOW_SLACK: Duration = Duration::from_millis(40);
+const WINDOW_SLACK: Duration = Duration::from_millis(25);
+
+/// How long the smallest round trip seen stays the path's round trip (links change).
+const MIN_RTT_MEMORY: Duration = Duration::from_secs(10);
 
 /// No skip for a backlog smaller than this: it drains quickly on any link worth using.
 const MIN_SKIP_BACKLOG: u64 = 32 * 1024;
@@ -234,6 +237,38 @@ impl OutputPacer {
     pub fn skipped(&mut self, offset: u64, bytes: u64) {
         self.sent(offset, bytes, false);
         self.skip_pending = Some(offset);
+    }
+}
+
+/// The path's round trip without queueing: the smallest of the recent round-trip estimates.
+/// The connection's smoothed estimate includes the time packets wait in queues, so a window
+/// sized by it would keep those queues full (and grow them): the pacer sizes by this instead.
+#[derive(Debug, Clone, Copy)]
+pub struct MinRtt {
+    min: Option<(Duration, Instant)>,
+}
+
+impl MinRtt {
+    /// None seen yet.
+    pub fn new() -> Self {
+        MinRtt { min: None }
+    }
+
+    /// Takes the connection's current estimate at `now`; returns the path's round trip.
+    pub fn update(&mut self, estimate: Duration, now: Instant) -> Duration {
+        let keep = self.min.is_some_and(|(min, at)| {
+            min <= estimate && now.saturating_duration_since(at) < MIN_RTT_MEMORY
+        });
+        if !keep {
+            self.min = Some((estimate, now));
+        }
+        self.min.map_or(estimate, |(min, _)| min)
+    }
+}
+
+impl Default for MinRtt {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

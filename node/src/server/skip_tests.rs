@@ -223,7 +223,7 @@ fn the_rate_is_learned_from_reports_while_the_window_is_full() {
     let rate = pacer.rate().expect("measured");
     assert!((120_000.0..130_000.0).contains(&rate), "{rate}");
     // About a round trip of that rate, plus slack.
-    assert_eq!(pacer.window(rtt), 17_500);
+    assert_eq!(pacer.window(rtt), 15_625);
 }
 
 #[test]
@@ -240,4 +240,28 @@ fn reports_while_idle_do_not_lower_the_rate_and_old_ones_are_forgotten() {
     pacer.sent(5, 1, false);
     pacer.reported(5, rtt, now + Duration::from_secs(6));
     assert_eq!(pacer.rate(), None, "forgotten after {RATE_MEMORY:?}");
+}
+
+#[test]
+fn the_path_round_trip_is_the_smallest_recent_estimate() {
+    let now = Instant::now();
+    let mut rtt = MinRtt::new();
+    assert_eq!(
+        rtt.update(Duration::from_millis(100), now),
+        Duration::from_millis(100)
+    );
+    // Queues fill: the smoothed estimate grows, the path's round trip does not.
+    assert_eq!(
+        rtt.update(Duration::from_millis(600), now + Duration::from_secs(1)),
+        Duration::from_millis(100)
+    );
+    assert_eq!(
+        rtt.update(Duration::from_millis(90), now + Duration::from_secs(2)),
+        Duration::from_millis(90)
+    );
+    // A path that really got longer is believed after a while.
+    assert_eq!(
+        rtt.update(Duration::from_millis(300), now + Duration::from_secs(13)),
+        Duration::from_millis(300)
+    );
 }

@@ -8,11 +8,14 @@
 //!   a blackout longer than the QUIC idle timeout; bytes re-sent after the reconnect against
 //!   bytes missed.
 //!
+//! - `slowlink`: through netsim at 1 Mbit/s and 100 ms round trip, beside mosh when installed:
+//!   Ctrl+C under a flood until the prompt, bytes drawn after it, echo while output floods, and
+//!   110 KB with nobody typing (every byte, no skip).
 //! - `scale`: 1,000 idle sessions on one node: memory per session, idle CPU and wake-ups, time
 //!   to list them; next to a tmux server with 1,000 sessions when tmux is installed.
 //!
 //! ```sh
-//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming|scale]
+//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming|slowlink|scale]
 //! ```
 
 #![allow(clippy::unwrap_used)]
@@ -254,6 +257,7 @@ fn ssh() -> (Pty, Duration) {
 
 mod roaming;
 mod scale;
+mod slowlink;
 
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
@@ -261,13 +265,15 @@ fn main() {
         "terminal" => terminal_bench(),
         "roaming" => roaming::run(),
         "scale" => scale::run(),
+        "slowlink" => slowlink::run(),
         "all" => {
             terminal_bench();
             roaming::run();
+            slowlink::run();
             scale::run();
         }
         other => {
-            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming, scale, or nothing for all");
+            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming, slowlink, scale, or nothing for all");
             std::process::exit(2);
         }
     }
