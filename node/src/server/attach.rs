@@ -43,6 +43,9 @@ const FRAME_OVERHEAD: u64 = 24;
 /// How long after the shell's exit to wait for the rest of its output.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
 
+/// How often a lagging client's pump has the screen caught up in the background.
+const WARM_EVERY: Duration = Duration::from_millis(100);
+
 /// How long a new attach stream may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -129,6 +132,7 @@ pub async fn attach<S, R>(
         cursor: start,
         acks,
         pacing,
+        warmed_at: None,
         stop: stop.clone(),
     };
     pump.run(&mut send, Kick(Some(kick_rx))).await;
@@ -282,6 +286,8 @@ struct Pump<'a> {
     cursor: u64,
     acks: Acks,
     pacing: Arc<Pacing>,
+    /// When this pump last had the screen caught up in the background.
+    warmed_at: Option<Instant>,
     stop: CancellationToken,
 }
 
@@ -320,7 +326,8 @@ impl Pump<'_> {
             match self.send_output(send).await {
                 Sent::Some => continue,
                 Sent::Failed => return,
-                Sent::CaughtUp | Sent::Paced => {}
+                Sent::Paced => self.warm_screen_if_lagging(),
+                Sent::CaughtUp => {}
             }
             let paced = self.cursor < self.session.lock().ring.end();
             if let (Some(code), false) = (exit, paced) {
@@ -356,6 +363,24 @@ impl Pump<'_> {
                     .await;
                 return;
             }
+        }
+    }
+
+    /// Keeps the session's screen ready while this client lags (its next keystroke, or the
+    /// pacer, will want it), at most every [`WARM_EVERY`].
+    fn warm_screen_if_lagging(&mut self) {
+        let now = Instant::now();
+        if self
+            .warmed_at
+            .is_some_and(|at| now.duration_since(at) < WARM_EVERY)
+        {
+            return;
+        }
+        let end = self.session.lock().ring.end();
+        let rtt = self.pacing.rtt();
+        if self.pacing.pacer().lagging(self.cursor, end, rtt) {
+            self.warmed_at = Some(now);
+            self.session.warm_screen();
         }
     }
 

@@ -220,6 +220,12 @@ impl OutputPacer {
         self.behind(cursor, end, rtt + WINDOW_SLACK)
     }
 
+    /// Whether the client lags so far that its next keystroke would skip to the screen (so
+    /// the screen should be kept ready).
+    pub fn lagging(&self, cursor: u64, end: u64, rtt: Duration) -> bool {
+        self.typed(cursor, end, rtt)
+    }
+
     /// Whether the output queued for the client (in flight, and not yet sent) would take
     /// longer than `limit` to reach it at the measured rate. Never true before the rate is
     /// known.

@@ -90,6 +90,8 @@ pub struct Session {
     core: Mutex<SessionCore>,
     /// What the output draws on a terminal now.
     screen: Mutex<SessionScreen>,
+    /// A background catch-up of the screen is running.
+    warming: std::sync::atomic::AtomicBool,
     changed: watch::Sender<u64>,
     input: mpsc::Sender<Vec<u8>>,
     terminal: Mutex<Box<dyn Terminal>>,
@@ -111,6 +113,9 @@ impl std::fmt::Debug for Session {
 /// little).
 const READ_CHUNK: usize = 8 * 1024;
 
+/// Bytes parsed per step when the screen catches up from the ringbuffer.
+const CATCH_UP_CHUNK: usize = 64 * 1024;
+
 impl Session {
     /// Starts a session around a spawned PTY; spawns its reader and writer threads.
     pub fn start(
@@ -131,8 +136,8 @@ impl Session {
         let mut ring = RingBuffer::new(ring_capacity);
         ring.push(preload);
         let now = now_ms();
-        let mut screen = SessionScreen::new(spec.size, 0);
-        screen.feed(preload, ring.end());
+        // A restored scrollback is parsed when the screen is first needed.
+        let screen = SessionScreen::new(spec.size, 0);
         let (changed, _) = watch::channel(0);
         let (input, input_rx) = mpsc::channel::<Vec<u8>>(64);
         let session = Arc::new(Session {
@@ -155,6 +160,7 @@ impl Session {
                 input: InputLedger::new(),
             }),
             screen: Mutex::new(screen),
+            warming: std::sync::atomic::AtomicBool::new(false),
             changed,
             input,
             terminal: Mutex::new(terminal),
@@ -216,24 +222,76 @@ impl Session {
             core.last_active_ms = now_ms();
             core.ring.end()
         };
-        // Only this session's reader feeds the screen, in output order; its own lock keeps the
-        // parsing out of the way of everyone who only needs the ringbuffer.
-        self.screen().feed(bytes, end);
+        self.parse_inline(bytes, end);
         self.bump();
+    }
+
+    /// Parses output as it comes while that stays cheap (within the screen's budget); a flood
+    /// is left for [`Session::caught_up_screen`].
+    fn parse_inline(&self, bytes: &[u8], end: u64) {
+        let mut screen = self.screen();
+        let backlog = end - screen.offset();
+        if !screen.may_parse(backlog, std::time::Instant::now()) {
+            return;
+        }
+        if backlog == bytes.len() as u64 {
+            screen.feed(bytes, end);
+        } else {
+            drop(screen);
+            drop(self.caught_up_screen());
+        }
     }
 
     fn screen(&self) -> MutexGuard<'_, SessionScreen> {
         self.screen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The screen, caught up with every byte in the ringbuffer (a long backlog from its tail).
+    fn caught_up_screen(&self) -> MutexGuard<'_, SessionScreen> {
+        let mut screen = self.screen();
+        loop {
+            let (resume, chunk) = {
+                let core = self.lock();
+                let Some(resume) = screen.resume(core.ring.start(), core.ring.end()) else {
+                    break;
+                };
+                (resume, core.ring.read_from(resume.from, CATCH_UP_CHUNK))
+            };
+            let Some(chunk) = chunk.ok().filter(|c| !c.data.is_empty()) else {
+                break;
+            };
+            if resume.skips {
+                screen.feed_after_skip(&chunk.data, chunk.offset);
+            } else {
+                screen.feed(&chunk.data, chunk.offset + chunk.data.len() as u64);
+            }
+        }
+        screen
+    }
+
+    /// Catches the screen up in the background (one catch-up at a time), so that it is ready
+    /// when an attachment that cannot keep up needs it.
+    pub fn warm_screen(self: &Arc<Self>) {
+        if self.warming.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let session = self.clone();
+        tokio::task::spawn_blocking(move || {
+            drop(session.caught_up_screen());
+            session
+                .warming
+                .store(false, std::sync::atomic::Ordering::Release);
+        });
+    }
+
     /// The screen now, and the output offset it stands for.
     pub fn screen_shot(&self) -> ScreenShot {
-        self.screen().shot()
+        self.caught_up_screen().shot()
     }
 
     /// Reads the screen model (for text views of it).
     pub fn with_screen<R>(&self, read: impl FnOnce(&cmdop_screen::Screen) -> R) -> R {
-        read(self.screen().screen())
+        read(self.caught_up_screen().screen())
     }
 
     /// Queues bytes for the PTY, as if typed. Waits while the program is not reading input.

@@ -4,9 +4,30 @@
 //!
 //! It keeps no scrollback (the ringbuffer is the one scrollback) and follows the PTY's size,
 //! clamped to what [`cmdop_screen`] accepts.
+//!
+//! Parsing costs about as much as the PTY's own output (a terminal emulator reads at some
+//! 25 MB/s here), so the reader does not parse a flood as it comes: it parses inline within a
+//! budget ([`INLINE_RATE`]); an attachment whose link is the bottleneck (the screen will
+//! soon be wanted) has it caught up in the background, and whoever needs the screen catches it
+//! up from the ringbuffer first. A backlog larger than [`CATCH_UP_TAIL`] is skipped to its
+//! last part, from a line start: exact for everything but a flood that changes modes or draws
+//! in place in the skipped part, and never more than some 40 ms of work.
 
 use cmdop_proto::WinSize;
 use cmdop_screen::Screen;
+use std::time::Instant;
+
+/// Bytes a second the reader may parse inline; output beyond it waits for a catch-up.
+pub const INLINE_RATE: f64 = 6e6;
+
+/// The most the inline budget can save up.
+const INLINE_BURST: f64 = 512.0 * 1024.0;
+
+/// A backlog longer than this is skipped to its last this-many bytes.
+pub const CATCH_UP_TAIL: u64 = 1 << 20;
+
+/// How far into the kept tail to look for a line start.
+const LINE_SEARCH: usize = 4096;
 
 /// The screen model of one session and how far into the output it has read.
 #[derive(Debug)]
@@ -14,6 +35,18 @@ pub struct SessionScreen {
     screen: Screen,
     /// One past the last output byte fed.
     offset: u64,
+    /// Bytes the reader may still parse inline, and when that was last topped up.
+    allowance: f64,
+    topped_up: Instant,
+}
+
+/// Where a catch-up reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// The first offset to read.
+    pub from: u64,
+    /// The screen skips the bytes before `from`: start at the next line start.
+    pub skips: bool,
 }
 
 /// The screen at one moment.
@@ -41,7 +74,57 @@ impl SessionScreen {
         SessionScreen {
             screen: Screen::new(size.cols, size.rows),
             offset,
+            allowance: INLINE_BURST,
+            topped_up: Instant::now(),
         }
+    }
+
+    /// One past the last output byte the screen has taken in.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Whether the reader may parse `len` more bytes inline at `now` (and if so, spends them).
+    pub fn may_parse(&mut self, len: u64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.topped_up).as_secs_f64();
+        self.allowance = (self.allowance + elapsed * INLINE_RATE).min(INLINE_BURST);
+        self.topped_up = now;
+        if (len as f64) > self.allowance {
+            return false;
+        }
+        self.allowance -= len as f64;
+        true
+    }
+
+    /// Where to read to catch up with output held in `start..end`, or None when caught up.
+    pub fn resume(&self, start: u64, end: u64) -> Option<Resume> {
+        if self.offset >= end {
+            return None;
+        }
+        let tail = end.saturating_sub(CATCH_UP_TAIL).max(start);
+        if self.offset < tail {
+            return Some(Resume {
+                from: tail,
+                skips: true,
+            });
+        }
+        Some(Resume {
+            from: self.offset,
+            skips: false,
+        })
+    }
+
+    /// Feeds bytes read from `from` after a skip: from the first line start near the front,
+    /// else from the first escape sequence (never from the middle of one), else all of them.
+    pub fn feed_after_skip(&mut self, bytes: &[u8], from: u64) {
+        let front = &bytes[..bytes.len().min(LINE_SEARCH)];
+        let start = front
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|at| at + 1)
+            .or_else(|| front.iter().position(|&b| b == 0x1b))
+            .unwrap_or(0);
+        self.feed(&bytes[start..], from + bytes.len() as u64);
     }
 
     /// Feeds output that ends at offset `end`.
@@ -86,6 +169,56 @@ mod tests {
         let mut fresh = Screen::new(20, 4);
         fresh.feed(&shot.dump);
         assert_eq!(fresh.rows_text()[..2], ["hello", "world"]);
+    }
+
+    #[test]
+    fn a_short_backlog_resumes_where_it_stopped_and_a_long_one_from_its_tail() {
+        let screen = SessionScreen::new(WinSize::default(), 1_000);
+        assert_eq!(screen.resume(0, 1_000), None);
+        assert_eq!(
+            screen.resume(0, 5_000),
+            Some(Resume {
+                from: 1_000,
+                skips: false
+            })
+        );
+        let end = 1_000 + CATCH_UP_TAIL + 1;
+        assert_eq!(
+            screen.resume(0, end),
+            Some(Resume {
+                from: end - CATCH_UP_TAIL,
+                skips: true
+            })
+        );
+        // Bytes that left the ringbuffer are skipped too.
+        assert_eq!(
+            screen.resume(2_000, 3_000),
+            Some(Resume {
+                from: 2_000,
+                skips: true
+            })
+        );
+    }
+
+    #[test]
+    fn after_a_skip_the_screen_starts_at_a_line_start() {
+        let mut screen = SessionScreen::new(WinSize { rows: 3, cols: 10 }, 0);
+        screen.feed_after_skip(b"tial line\nwhole\n", 500);
+        assert_eq!(screen.offset(), 516);
+        assert_eq!(screen.screen().rows_text()[0], "whole");
+    }
+
+    #[test]
+    fn the_inline_budget_refills_with_time() {
+        let now = Instant::now();
+        let mut screen = SessionScreen::new(WinSize::default(), 0);
+        let burst = INLINE_BURST as u64;
+        assert!(screen.may_parse(burst - 1_000, now));
+        assert!(!screen.may_parse(2_000, now), "a flood outruns the budget");
+        let later = now + std::time::Duration::from_millis(10);
+        let refilled = (INLINE_RATE / 100.0) as u64;
+        assert!(screen.may_parse(refilled, later), "refilled at INLINE_RATE");
+        assert!(!screen.may_parse(refilled, later));
     }
 
     #[test]
