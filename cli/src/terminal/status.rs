@@ -56,6 +56,11 @@ pub fn write_gap(out: &mut impl Write, lost: u64) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Brings a terminal to the state a screen dump expects: main screen, no mouse reporting or
+/// bracketed paste, soft reset (pen, margins, modes, charsets), screen cleared, cursor home.
+const SOFT_RESET: &[u8] =
+    b"\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l\x1b[!p\x1b[H\x1b[2J";
+
 /// How long without a skip before the next one is news again (worth a marker line).
 const SKIP_EPISODE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -89,15 +94,21 @@ impl ScreenPainter {
                 SkipReason::Overwritten => "that the node no longer holds",
             };
             let skipped = crate::output::bytes(frame.skipped);
+            let hint = match frame.reason {
+                SkipReason::Overwritten => String::new(),
+                SkipReason::SlowLink | SkipReason::Typed => format!("; {hint}"),
+            };
             write!(
                 out,
-                "\r\n[cmdop: skipped {skipped} of output {why}; {hint}]\r\n"
+                "\r\n[cmdop: skipped {skipped} of output {why}{hint}]\r\n"
             )?;
         }
-        // Push what the screen shows into the scrollback, then redraw from a reset terminal.
+        // Push what the screen shows into the scrollback, then redraw from a reset terminal: a
+        // soft reset and a cleared screen (a full reset, RIS, clears the scrollback too in some
+        // terminals), leaving the alternate screen and the modes a dump does not switch off.
         write!(out, "\x1b[{rows};1H")?;
         out.write_all(&vec![b'\n'; usize::from(rows)])?;
-        out.write_all(b"\x1bc")?;
+        out.write_all(SOFT_RESET)?;
         out.write_all(&frame.dump)?;
         out.flush()
     }

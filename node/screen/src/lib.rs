@@ -12,7 +12,7 @@
 //!   ([`clamp_size`] validates a client's size the same way);
 //! - no scrollback is kept: the node's ring buffer is the one scrollback
 //!   source, so memory depends only on the size (about 66 KB for 80x24,
-//!   about 5 MB at the 500x300 maximum; see `tests/memory.rs`);
+//!   about 3 MB at the 400x200 maximum; see `tests/memory.rs`);
 //! - [`Screen::dump`] / [`Screen::frame`] redraw the screen in a reset
 //!   terminal, including modes avt itself ignores (mouse, bracketed paste,
 //!   keypad, cursor style: see [`ExtraModes`]);
@@ -39,9 +39,9 @@ use utf8::Utf8Decoder;
 /// Smallest accepted width and height.
 pub const MIN_SIZE: u16 = 1;
 /// Largest accepted width; wider requests are clamped.
-pub const MAX_COLS: u16 = 500;
+pub const MAX_COLS: u16 = 400;
 /// Largest accepted height; taller requests are clamped.
-pub const MAX_ROWS: u16 = 300;
+pub const MAX_ROWS: u16 = 200;
 
 /// Clamps a requested size to `MIN_SIZE..=MAX_COLS` columns and
 /// `MIN_SIZE..=MAX_ROWS` rows. Returns `(cols, rows)`.

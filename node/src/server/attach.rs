@@ -3,10 +3,10 @@
 //! Per attachment:
 //! - the first frame is an [`AttachRequest`]; admission ([`crate::session::admission`]) admits,
 //!   refuses, or admits and kicks the previous holder;
-//! - an **output pump** keeps this attachment's own cursor (an absolute ringbuffer offset) and
-//!   sends what the PTY printed from there, waking on the session's change counter. Nothing is
-//!   queued per client: a slow client only falls behind in the ringbuffer, and if it falls off
-//!   the end it gets a [`AttachOutput::Gap`] and continues from the oldest byte held;
+//! - an **output pump** ([`crate::server::pump`]) keeps this attachment's own cursor (an
+//!   absolute ringbuffer offset) and sends what the PTY printed from there, paced by what the
+//!   client reports drawn, or the session's screen in place of a backlog it cannot take in
+//!   time. Nothing is queued per client: a slow client only falls behind in the ringbuffer;
 //! - an **input reader** applies keystrokes to the PTY as soon as they arrive, independently of
 //!   the output pump, so Ctrl+C is not stuck behind output flow control. Input carries sequence
 //!   numbers; anything already applied is dropped ([`cmdop_proto::resync::InputLedger`]), and
@@ -18,33 +18,25 @@
 //! with a connection whose peer sent garbage is the caller's [`OnMalformed`].
 
 use crate::server::framed::{FrameSink, FrameSource, RecvError};
-use crate::server::skip::{MinRtt, OutputPacer, Verdict};
+use crate::server::pump::{Acks, Kick, Pacing, Pump};
 use crate::session::admission::{Admitted, Peer};
 use crate::session::registry::Registry;
 use crate::session::{now_ms, Session};
 use cmdop_proto::frame::FrameError;
 use cmdop_proto::{
-    AttachInput, AttachMode, AttachOutput, AttachRequest, DetachReason, ErrorReply, ScreenFrame,
-    SkipReason, WinSize,
+    AttachInput, AttachMode, AttachOutput, AttachRequest, DetachReason, ErrorReply, WinSize,
 };
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, Notify};
-use tokio::time::Instant;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// Bytes of output per frame.
-const OUTPUT_CHUNK: usize = 64 * 1024;
+/// Keystroke bytes read ahead of a program that is slow to take them.
+const INPUT_BUFFER: usize = 4 << 20;
 
-/// A frame's bytes on the wire besides its payload (length prefix, CBOR tags, offset).
-const FRAME_OVERHEAD: u64 = 24;
-
-/// How long after the shell's exit to wait for the rest of its output.
-const EXIT_GRACE: Duration = Duration::from_millis(500);
-
-/// How often a lagging client's pump has the screen caught up in the background.
-const WARM_EVERY: Duration = Duration::from_millis(100);
+/// How long keystrokes read before the client left may take to go in.
+const INPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long a new attach stream may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,14 +119,7 @@ pub async fn attach<S, R>(
         on_malformed,
     };
     let input_task = tokio::spawn(input.run(recv));
-    let pump = Pump {
-        session: &session,
-        cursor: start,
-        acks,
-        pacing,
-        warmed_at: None,
-        stop: stop.clone(),
-    };
+    let pump = Pump::new(&session, start, acks, pacing, stop.clone());
     pump.run(&mut send, Kick(Some(kick_rx))).await;
     stop.cancel();
     let _ = input_task.await;
@@ -197,320 +182,11 @@ fn nudge_redraw(session: &Session, size: WinSize) {
     session.resize(size);
 }
 
-/// The input sequence number applied so far, from the input reader to the output pump.
-#[derive(Clone)]
-struct Acks {
-    applied: Arc<AtomicU64>,
-    changed: Arc<Notify>,
-}
-
-impl Acks {
-    fn new(seq: u64) -> Self {
-        Acks {
-            applied: Arc::new(AtomicU64::new(seq)),
-            changed: Arc::new(Notify::new()),
-        }
-    }
-
-    fn get(&self) -> u64 {
-        self.applied.load(Ordering::Acquire)
-    }
-
-    fn set(&self, seq: u64) {
-        self.applied.store(seq, Ordering::Release);
-        self.changed.notify_one();
-    }
-}
-
-/// How one attachment's output is paced, shared by its pump and its input reader.
-struct Pacing {
-    pacer: std::sync::Mutex<OutputPacer>,
-    /// The pump's cursor, for the input reader's "is output queued?" question.
-    cursor: AtomicU64,
-    /// The holder typed with output queued: the pump sends the screen at its next round.
-    skip_now: AtomicBool,
-    /// The client reported progress, or a skip was asked for.
-    changed: Notify,
-    /// The connection's (smoothed) round trip.
-    rtt: RoundTrip,
-    /// The path's round trip, without queueing.
-    min_rtt: std::sync::Mutex<MinRtt>,
-}
-
-impl Pacing {
-    fn new(start: u64, rtt: RoundTrip) -> Self {
-        Pacing {
-            pacer: std::sync::Mutex::new(OutputPacer::new(start, std::time::Instant::now())),
-            cursor: AtomicU64::new(start),
-            skip_now: AtomicBool::new(false),
-            changed: Notify::new(),
-            rtt,
-            min_rtt: std::sync::Mutex::new(MinRtt::new()),
-        }
-    }
-
-    /// The path's round trip now.
-    fn rtt(&self) -> Duration {
-        let estimate = (self.rtt)();
-        let mut min = self.min_rtt.lock().unwrap_or_else(|p| p.into_inner());
-        min.update(estimate, std::time::Instant::now())
-    }
-
-    fn pacer(&self) -> std::sync::MutexGuard<'_, OutputPacer> {
-        self.pacer.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The client has drawn everything below `offset`.
-    fn shown(&self, offset: u64) {
-        let rtt = self.rtt();
-        self.pacer()
-            .reported(offset, rtt, std::time::Instant::now());
-        self.changed.notify_one();
-    }
-
-    /// The holder typed while the output ends at `end`: skip to the screen if much is queued.
-    fn typed(&self, end: u64) {
-        let cursor = self.cursor.load(Ordering::Acquire);
-        let rtt = self.rtt();
-        if self.pacer().typed(cursor, end, rtt) {
-            self.skip_now.store(true, Ordering::Release);
-            self.changed.notify_one();
-        }
-    }
-}
-
-/// One attachment's output pump.
-struct Pump<'a> {
-    session: &'a Arc<Session>,
-    /// The next offset to send.
-    cursor: u64,
-    acks: Acks,
-    pacing: Arc<Pacing>,
-    /// When this pump last had the screen caught up in the background.
-    warmed_at: Option<Instant>,
-    stop: CancellationToken,
-}
-
-impl Pump<'_> {
-    /// Sends output, acknowledgements and the end (exit, kick, destruction) until one of them
-    /// ends the attachment or the stream fails.
-    async fn run<S: FrameSink>(mut self, send: &mut S, mut kick: Kick) {
-        let mut changes = self.session.subscribe();
-        let mut sent_ack = self.acks.get();
-        let mut exit_seen: Option<Instant> = None;
-        loop {
-            // Checked on every round, not only when idle: under a flood the pump never idles,
-            // and a kicked holder must not keep its hold (or its keystrokes) a moment longer.
-            if self.stop.is_cancelled() {
-                return;
-            }
-            if let Some(reason) = kick.try_take() {
-                let _ = send.send(&AttachOutput::Detached(reason)).await;
-                return;
-            }
-            let ack = self.acks.get();
-            if ack != sent_ack {
-                sent_ack = ack;
-                if send
-                    .send(&AttachOutput::InputAck { seq: ack })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            let (exit, drained) = {
-                let core = self.session.lock();
-                (core.lifecycle.exit_code(), core.lifecycle.is_drained())
-            };
-            match self.send_output(send).await {
-                Sent::Some => continue,
-                Sent::Failed => return,
-                Sent::Paced => self.warm_screen_if_lagging(),
-                Sent::CaughtUp => {}
-            }
-            let paced = self.cursor < self.session.lock().ring.end();
-            if let (Some(code), false) = (exit, paced) {
-                // The shell may exit before the reader has moved its last output into the ring:
-                // report the exit once the PTY is drained (or, if a leftover background job
-                // keeps the PTY open, shortly after).
-                let seen = *exit_seen.get_or_insert_with(Instant::now);
-                if drained || seen.elapsed() >= EXIT_GRACE {
-                    let _ = send.send(&AttachOutput::Exited { code }).await;
-                    return;
-                }
-                let _ = tokio::time::timeout(EXIT_GRACE / 10, changes.changed()).await;
-                continue;
-            }
-            tokio::select! {
-                biased;
-                reason = kick.wait() => {
-                    let _ = send.send(&AttachOutput::Detached(reason)).await;
-                    return;
-                }
-                _ = self.stop.cancelled() => return,
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-                _ = self.acks.changed.notified() => {}
-                _ = self.pacing.changed.notified() => {}
-            }
-            if self.session.lock().lifecycle.is_destroyed() {
-                let _ = send
-                    .send(&AttachOutput::Detached(DetachReason::Destroyed))
-                    .await;
-                return;
-            }
-        }
-    }
-
-    /// Keeps the session's screen ready while this client lags (its next keystroke, or the
-    /// pacer, will want it), at most every [`WARM_EVERY`].
-    fn warm_screen_if_lagging(&mut self) {
-        let now = Instant::now();
-        if self
-            .warmed_at
-            .is_some_and(|at| now.duration_since(at) < WARM_EVERY)
-        {
-            return;
-        }
-        let end = self.session.lock().ring.end();
-        let rtt = self.pacing.rtt();
-        if self.pacing.pacer().lagging(self.cursor, end, rtt) {
-            self.warmed_at = Some(now);
-            self.session.warm_screen();
-        }
-    }
-
-    /// Sends what the pacer allows from the cursor, or the screen in place of a backlog the
-    /// client cannot take in time (or that the ringbuffer no longer holds).
-    async fn send_output<S: FrameSink>(&mut self, send: &mut S) -> Sent {
-        let end = self.session.lock().ring.end();
-        let typed = self.pacing.skip_now.swap(false, Ordering::AcqRel);
-        let rtt = self.pacing.rtt();
-        let verdict = self.pacing.pacer().next(self.cursor, end, rtt);
-        let reason = match verdict {
-            Verdict::Skip => SkipReason::SlowLink,
-            _ if typed && self.cursor < end => SkipReason::Typed,
-            Verdict::Wait if self.cursor < end => return Sent::Paced,
-            Verdict::Wait => return Sent::CaughtUp,
-            Verdict::Send(allowed) => return self.send_bytes(send, allowed).await,
-        };
-        self.send_screen(send, reason).await
-    }
-
-    /// Sends up to `allowed` bytes from the cursor.
-    async fn send_bytes<S: FrameSink>(&mut self, send: &mut S, allowed: u64) -> Sent {
-        let limit = usize::try_from(allowed)
-            .unwrap_or(usize::MAX)
-            .min(OUTPUT_CHUNK);
-        let chunk = self.session.lock().ring.read_from(self.cursor, limit);
-        let chunk = match chunk {
-            Ok(chunk) if chunk.lost > 0 => {
-                return self.send_screen(send, SkipReason::Overwritten).await
-            }
-            Ok(chunk) => chunk,
-            Err(_) => {
-                self.cursor = self.session.lock().ring.end();
-                return Sent::CaughtUp;
-            }
-        };
-        if chunk.data.is_empty() {
-            return Sent::CaughtUp;
-        }
-        let len = chunk.data.len() as u64;
-        self.cursor = chunk.offset + len;
-        let more_waiting = self.cursor < self.session.lock().ring.end();
-        let frame = AttachOutput::Output {
-            offset: chunk.offset,
-            data: chunk.data,
-        };
-        if send.send(&frame).await.is_err() {
-            return Sent::Failed;
-        }
-        self.pacing
-            .pacer()
-            .sent(self.cursor, len + FRAME_OVERHEAD, more_waiting);
-        self.pacing.cursor.store(self.cursor, Ordering::Release);
-        Sent::Some
-    }
-
-    /// Sends the session's screen in place of the output from the cursor to the screen's
-    /// offset. A screen that has not caught up yet (the reader feeds it just after the
-    /// ringbuffer, then wakes the pump) is sent on the next round.
-    async fn send_screen<S: FrameSink>(&mut self, send: &mut S, reason: SkipReason) -> Sent {
-        let shot = self.session.screen_shot();
-        let start = self.session.lock().ring.start();
-        if shot.offset <= self.cursor || shot.offset < start {
-            if reason == SkipReason::Typed {
-                self.pacing.skip_now.store(true, Ordering::Release);
-            }
-            return Sent::Paced;
-        }
-        let skipped = shot.offset.saturating_sub(self.cursor);
-        let bytes = shot.dump.len() as u64 + FRAME_OVERHEAD;
-        let frame = AttachOutput::Screen(ScreenFrame {
-            offset: shot.offset,
-            skipped,
-            reason,
-            size: shot.size,
-            dump: shot.dump,
-        });
-        if send.send(&frame).await.is_err() {
-            return Sent::Failed;
-        }
-        tracing::debug!(session = %self.session.id, skipped, ?reason, "sent the screen");
-        self.cursor = shot.offset;
-        self.pacing.pacer().skipped(shot.offset, bytes);
-        self.pacing.cursor.store(self.cursor, Ordering::Release);
-        Sent::Some
-    }
-}
-
-/// The end of an attachment's hold, if it holds: another client took over, the same client
-/// resumed elsewhere, or the session moved. Viewers (and a holder whose hold was dropped
-/// unsent) never get one.
-struct Kick(Option<oneshot::Receiver<DetachReason>>);
-
-impl Kick {
-    /// The reason, if the attachment was kicked.
-    fn try_take(&mut self) -> Option<DetachReason> {
-        let receiver = self.0.as_mut()?;
-        match receiver.try_recv() {
-            Ok(reason) => Some(reason),
-            Err(oneshot::error::TryRecvError::Empty) => None,
-            Err(oneshot::error::TryRecvError::Closed) => {
-                // A closed receiver must not be polled again.
-                self.0 = None;
-                None
-            }
-        }
-    }
-
-    /// Waits for a kick (forever if none can come).
-    async fn wait(&mut self) -> DetachReason {
-        if let Some(receiver) = self.0.as_mut() {
-            if let Ok(reason) = receiver.await {
-                return reason;
-            }
-            self.0 = None;
-        }
-        std::future::pending().await
-    }
-}
-
-/// What [`Pump::send_output`] did.
-enum Sent {
-    /// Sent output; there may be more.
-    Some,
-    /// Nothing more to send for now.
-    CaughtUp,
-    /// More to send, once the client reports progress.
-    Paced,
-    /// The stream failed.
-    Failed,
+/// Keystrokes read and not yet applied, holding their share of the read-ahead room.
+struct QueuedInput {
+    seq: u64,
+    data: Vec<u8>,
+    _room: OwnedSemaphorePermit,
 }
 
 /// One attachment's input reader.
@@ -526,7 +202,39 @@ struct InputReader {
 
 impl InputReader {
     /// Applies the client's input until it detaches, the stream ends or the attachment stops.
+    /// Frames are read apart from applying keystrokes: a program that does not read its input
+    /// holds up the keystrokes behind, never the client's `Shown` reports (or output would stop
+    /// too) nor its resizes.
     async fn run<R: FrameSource>(self, mut recv: R) {
+        let (queue, mut queued) = mpsc::unbounded_channel::<QueuedInput>();
+        let room = Arc::new(Semaphore::new(INPUT_BUFFER));
+        let apply = async {
+            while let Some(input) = queued.recv().await {
+                if !self.apply(input.seq, &input.data).await {
+                    return;
+                }
+            }
+        };
+        tokio::pin!(apply);
+        tokio::select! {
+            _ = &mut apply => {}
+            _ = self.read_frames(&mut recv, queue, room) => {
+                // What the client typed before it left still goes in, briefly.
+                let _ = tokio::time::timeout(INPUT_DRAIN, apply).await;
+            }
+        }
+        self.stop.cancel();
+    }
+
+    /// Reads the client's frames until it detaches or the stream ends; keystrokes go to
+    /// `queue`, within `room` bytes (waiting for room only when a huge paste meets a program
+    /// that does not read).
+    async fn read_frames<R: FrameSource>(
+        &self,
+        recv: &mut R,
+        queue: mpsc::UnboundedSender<QueuedInput>,
+        room: Arc<Semaphore>,
+    ) {
         loop {
             let message = tokio::select! {
                 biased;
@@ -535,14 +243,11 @@ impl InputReader {
             };
             let message = match message {
                 Ok(Some(message)) => message,
-                Ok(None) | Err(RecvError::Stream(_)) => break,
-                Err(RecvError::Frame(e)) => {
-                    (self.on_malformed)(&e);
-                    break;
-                }
+                Ok(None) | Err(RecvError::Stream(_)) => return,
+                Err(RecvError::Frame(e)) => return (self.on_malformed)(&e),
             };
             match (message, self.mode) {
-                (AttachInput::Detach, _) => break,
+                (AttachInput::Detach, _) => return,
                 (AttachInput::Shown { offset }, _) => self.pacing.shown(offset),
                 (AttachInput::Probe, _) | (_, AttachMode::ReadOnly) => {}
                 (AttachInput::Resize(size), AttachMode::Interactive) => {
@@ -551,13 +256,24 @@ impl InputReader {
                     }
                 }
                 (AttachInput::Input { seq, data }, AttachMode::Interactive) => {
-                    if !self.apply(seq, &data).await {
-                        break;
+                    let wanted = u32::try_from(data.len().min(INPUT_BUFFER)).unwrap_or(u32::MAX);
+                    let permit = tokio::select! {
+                        biased;
+                        _ = self.stop.cancelled() => return,
+                        permit = room.clone().acquire_many_owned(wanted) => permit,
+                    };
+                    let Ok(permit) = permit else { return };
+                    let input = QueuedInput {
+                        seq,
+                        data,
+                        _room: permit,
+                    };
+                    if queue.send(input).is_err() {
+                        return;
                     }
                 }
             }
         }
-        self.stop.cancel();
     }
 
     /// Queues the part of `data` not applied yet; false when this attachment no longer types

@@ -78,9 +78,17 @@ pub async fn handle(node: &Node, request: Request) -> Reply {
             .create(create, &[])
             .map(|s| Reply::Session(s.info())),
         Request::ListSessions(_) => Ok(Reply::Sessions(registry.list())),
-        Request::Show(show) => registry
-            .get(show.session)
-            .map(|s| Reply::Shown(shown(&s, show))),
+        Request::Show(show) => match registry.get(show.session) {
+            // Catching the screen up may parse a megabyte: not on the runtime's threads.
+            Ok(s) => tokio::task::spawn_blocking(move || shown(&s, show))
+                .await
+                .map(Reply::Shown)
+                .map_err(|e| ErrorReply {
+                    kind: ErrorKind::Internal,
+                    message: format!("cannot read the session's screen: {e}"),
+                }),
+            Err(e) => Err(e),
+        },
         Request::MarkAttached(MarkAttached { session, attached }) => {
             mark_attached(registry, session, attached)
         }

@@ -16,6 +16,7 @@ pub mod attach;
 pub mod control;
 pub mod framed;
 pub mod live;
+mod pump;
 pub mod skip;
 
 use crate::os::PtySpawner;

@@ -16,8 +16,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// A backlog that would take longer than this to drain is skipped.
-pub const MAX_DRAIN: Duration = Duration::from_secs(1);
+/// A backlog that would take longer than this to drain is skipped ("about a second": a little
+/// more, so that output a link carries in a second is never mistaken for a flood when the first
+/// rate samples come in low).
+pub const MAX_DRAIN: Duration = Duration::from_millis(1500);
 
 /// In flight before the first delivery report: enough for a fast link to ramp up at once,
 /// little enough that a slow one is not buried.

@@ -312,7 +312,8 @@ impl Session {
         // A client may ask for anything (0x0, 65535x65535): the PTY gets a size it can hold.
         let size = screen::clamp(size);
         self.lock().size = size;
-        self.screen().resize(size);
+        // Output printed at the old size is parsed at the old size.
+        self.caught_up_screen().resize(size);
         let terminal = self.terminal.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = terminal.resize(size) {
             tracing::debug!(session = %self.id, "resize failed: {e}");

@@ -194,3 +194,33 @@ async fn a_malformed_frame_ends_the_attachment_and_is_reported() {
     assert_eq!(session.lock().live_attachments, 0);
     assert!(session.lock().holder.is_none());
 }
+
+#[tokio::test]
+async fn absurd_window_sizes_from_a_client_are_clamped() {
+    let node = Harness::new(|_| {});
+    let (session, program) = node.create();
+    let tiny = AttachRequest {
+        size: WinSize { rows: 0, cols: 0 },
+        ..request(&session, AttachMode::Interactive)
+    };
+    let mut holder = node.attach(&peer(1), tiny).await;
+    holder.attached().await;
+    holder
+        .send(&AttachInput::Resize(WinSize {
+            rows: u16::MAX,
+            cols: u16::MAX,
+        }))
+        .await;
+    // Input after the resize: once it is acknowledged, the resize before it was applied.
+    holder.type_at(0, b"x").await;
+    assert_eq!(holder.acked(1).await, 1);
+    let largest = WinSize {
+        rows: cmdop_screen::MAX_ROWS,
+        cols: cmdop_screen::MAX_COLS,
+    };
+    assert_eq!(
+        program.resizes(),
+        vec![WinSize { rows: 1, cols: 1 }, largest]
+    );
+    assert_eq!(session.screen_shot().size, largest);
+}

@@ -139,3 +139,34 @@ async fn a_program_that_reads_no_input_does_not_pin_the_hold() {
     expected.push(b'Z');
     assert_eq!(within("input", program.wait_input(66)).await, expected);
 }
+
+#[tokio::test]
+async fn output_keeps_flowing_while_a_program_reads_no_input() {
+    let node = Harness::new(|_| {});
+    let (session, program) = node.create();
+    program.refuse_input(true);
+    let mut client = node
+        .attach(&peer(1), request(&session, AttachMode::Interactive))
+        .await;
+    let start = client.attached().await.offset;
+    // A paste the program never reads: far more frames than the node queues for it.
+    for seq in 0..300u64 {
+        client.type_at(seq * 100, &[b'p'; 100]).await;
+    }
+    // Meanwhile it prints more than the first window: the client's reports of what it drew
+    // must still reach the node, or output would stop at the window.
+    let printed: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    program.print(&printed);
+    let mut received = Vec::new();
+    while received.len() < printed.len() {
+        match client.frame().await {
+            AttachOutput::Output { offset, data } => {
+                assert_eq!(offset, start + received.len() as u64);
+                received.extend_from_slice(&data);
+            }
+            AttachOutput::InputAck { .. } => {}
+            other => panic!("expected output, got {other:?}"),
+        }
+    }
+    assert_eq!(received, printed);
+}
