@@ -102,6 +102,7 @@ async fn show_events(
                 let rows = window_size().unwrap_or_default().rows;
                 painter.draw(&mut out, &frame, rows, &attached.skip_hint())?;
             }
+            Event::EchoAck(_) => {}
             Event::Link(state) => status.link(&mut out, &state, attached.host()),
             Event::End(end) => {
                 status.clear(&mut out);

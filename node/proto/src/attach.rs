@@ -99,6 +99,13 @@ pub enum AttachOutput {
     /// skipped the bytes between what it had shown and `offset` (they stay in the node's
     /// ringbuffer). Output continues from `offset`.
     Screen(ScreenFrame),
+    /// Every keystroke below `seq` was written into the PTY at least a moment ago (50 ms), and
+    /// any echo of it is in the output sent before this frame: a prediction of those keystrokes
+    /// that the output does not show will not be echoed.
+    EchoAck {
+        /// One past the last keystroke covered.
+        seq: u64,
+    },
     /// Input applied up to (not including) this sequence number.
     InputAck {
         /// Next expected sequence number.

@@ -241,6 +241,7 @@ fn attach_messages_round_trip() {
         },
         AttachOutput::Gap { lost: 10 },
         AttachOutput::InputAck { seq: 4 },
+        AttachOutput::EchoAck { seq: 3 },
         AttachOutput::Exited { code: 1 },
         AttachOutput::Detached(DetachReason::TakenOver {
             by: Fingerprint::of_spki(b"other"),

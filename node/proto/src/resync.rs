@@ -38,6 +38,8 @@ pub struct Resync {
     /// Sequence number of `pending[0]`.
     input_base: u64,
     pending: VecDeque<u8>,
+    /// Bytes ever typed through this attachment (a count that renumbering does not change).
+    typed: u64,
     stats: ResyncStats,
 }
 
@@ -121,7 +123,18 @@ impl Resync {
     pub fn input(&mut self, data: &[u8]) -> u64 {
         let seq = self.input_base + self.pending.len() as u64;
         self.pending.extend(data);
+        self.typed += data.len() as u64;
         seq
+    }
+
+    /// How many of the bytes ever typed come before the node's sequence number `seq` (for
+    /// echo acknowledgements, in a count that does not change when the node renumbers).
+    pub fn typed_before(&self, seq: u64) -> u64 {
+        let acked = self.typed - self.pending.len() as u64;
+        let within = seq
+            .saturating_sub(self.input_base)
+            .min(self.pending.len() as u64);
+        acked + within
     }
 
     /// The node applied everything below `seq`.
@@ -225,6 +238,22 @@ mod tests {
         // A stale screen (older than what was shown) is ignored.
         assert!(!resync.screen(4_000, 1));
         assert_eq!(resync.resume_from(), 5_005);
+    }
+
+    #[test]
+    fn echo_acks_map_to_bytes_typed_whatever_the_numbering() {
+        let mut resync = Resync::new(0, 40);
+        resync.input(b"abc");
+        resync.input(b"de");
+        assert_eq!(resync.typed_before(40), 0);
+        assert_eq!(resync.typed_before(43), 3);
+        resync.acknowledge(42);
+        assert_eq!(resync.typed_before(45), 5);
+        assert_eq!(resync.typed_before(99), 5, "never more than was typed");
+        // Another stream typed meanwhile: the node renumbers from 7; the count stays.
+        resync.reattached(7, true);
+        assert_eq!(resync.typed_before(7), 2);
+        assert_eq!(resync.typed_before(10), 5);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod attach;
 pub mod control;
+pub mod echo;
 pub mod framed;
 pub mod live;
 mod pump;

@@ -9,6 +9,7 @@
 //! reason when the holder is kicked or the session destroyed.
 
 use crate::server::attach::RoundTrip;
+use crate::server::echo::EchoLedger;
 use crate::server::framed::FrameSink;
 use crate::server::skip::{MinRtt, OutputPacer, Verdict};
 use crate::session::Session;
@@ -121,6 +122,8 @@ pub(super) struct Pump<'a> {
     cursor: u64,
     acks: Acks,
     pacing: Arc<Pacing>,
+    /// Echo acknowledgements waiting for their grace or their output.
+    echo: EchoLedger,
     /// When this pump last had the screen caught up in the background.
     warmed_at: Option<Instant>,
     stop: CancellationToken,
@@ -140,6 +143,7 @@ impl<'a> Pump<'a> {
             cursor,
             acks,
             pacing,
+            echo: EchoLedger::default(),
             warmed_at: None,
             stop,
         }
@@ -161,16 +165,8 @@ impl<'a> Pump<'a> {
                 let _ = send.send(&AttachOutput::Detached(reason)).await;
                 return;
             }
-            let ack = self.acks.get();
-            if ack != sent_ack {
-                sent_ack = ack;
-                if send
-                    .send(&AttachOutput::InputAck { seq: ack })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+            if !self.send_acks(send, &mut sent_ack).await {
+                return;
             }
             let (exit, drained) = {
                 let core = self.session.lock();
@@ -209,6 +205,7 @@ impl<'a> Pump<'a> {
                 }
                 _ = self.acks.changed.notified() => {}
                 _ = self.pacing.changed.notified() => {}
+                _ = echo_due(self.echo.next_due()) => {}
             }
             if self.session.lock().lifecycle.is_destroyed() {
                 let _ = send
@@ -216,6 +213,30 @@ impl<'a> Pump<'a> {
                     .await;
                 return;
             }
+        }
+    }
+
+    /// Sends an input acknowledgement when more input was applied, and echo acknowledgements
+    /// whose grace is over and whose output went out; false when the stream failed.
+    async fn send_acks<S: FrameSink>(&mut self, send: &mut S, sent_ack: &mut u64) -> bool {
+        let now = Instant::now();
+        let ack = self.acks.get();
+        if ack != *sent_ack {
+            *sent_ack = ack;
+            self.echo.applied(ack, now.into_std());
+            if send
+                .send(&AttachOutput::InputAck { seq: ack })
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        let end = self.session.lock().ring.end();
+        self.echo.tick(now.into_std(), end);
+        match self.echo.ready(self.cursor) {
+            Some(seq) => send.send(&AttachOutput::EchoAck { seq }).await.is_ok(),
+            None => true,
         }
     }
 
@@ -368,4 +389,12 @@ enum Sent {
     Paced,
     /// The stream failed.
     Failed,
+}
+
+/// Sleeps until an echo acknowledgement's grace is over (forever when none is running).
+async fn echo_due(due: Option<std::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(Instant::from_std(due)).await,
+        None => std::future::pending().await,
+    }
 }

@@ -170,3 +170,30 @@ async fn output_keeps_flowing_while_a_program_reads_no_input() {
     }
     assert_eq!(received, printed);
 }
+
+#[tokio::test]
+async fn an_echo_ack_follows_the_echo_it_covers() {
+    let node = Harness::new(|_| {});
+    let (session, program) = node.create();
+    let mut client = node
+        .attach(&peer(1), request(&session, AttachMode::Interactive))
+        .await;
+    client.attached().await;
+    client.type_at(0, b"ab").await;
+    assert_eq!(within("input", program.wait_input(2)).await, b"ab");
+    program.print(b"ab");
+    let mut echoed = Vec::new();
+    let acked = loop {
+        match client.frame().await {
+            AttachOutput::Output { data, .. } => echoed.extend_from_slice(&data),
+            AttachOutput::InputAck { .. } => {}
+            AttachOutput::EchoAck { seq } => break seq,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(acked, 2);
+    assert!(
+        echoed.ends_with(b"ab"),
+        "the echo comes before its ack: {echoed:?}"
+    );
+}

@@ -173,6 +173,7 @@ pub(super) async fn downlink(
                 lock(&resync).gap(lost);
                 Event::Gap(lost)
             }
+            AttachOutput::EchoAck { seq } => Event::EchoAck(lock(&resync).typed_before(seq)),
             AttachOutput::InputAck { seq } => {
                 lock(&resync).acknowledge(seq);
                 continue;

@@ -57,6 +57,9 @@ pub enum Event {
     /// The node skipped output the link could not carry in time: draw this screen in place of
     /// it (reset the terminal, then write the frame's dump), then output continues.
     Screen(ScreenFrame),
+    /// The node wrote the first this-many bytes typed through [`AttachmentHandle::input`] into
+    /// the PTY a moment ago: any echo of them is in the output already delivered.
+    EchoAck(u64),
     /// The link's state changed.
     Link(LinkState),
     /// The attachment is over.

@@ -265,7 +265,7 @@ pub fn run(options: Options) -> ExitCode {
                             .skipped_bytes
                             .fetch_add(frame.skipped, Ordering::Relaxed);
                     }
-                    Some(Event::Link(_)) => {}
+                    Some(Event::Link(_) | Event::EchoAck(_)) => {}
                     Some(Event::End(end)) => {
                         if end != End::Detached {
                             eprintln!("cmdop-soak: {name} ended: {end:?}");
