@@ -6,6 +6,7 @@ use crate::resolve::{find_session, probe_hosts};
 use crate::terminal::AttachOptions;
 use anyhow::{anyhow, bail};
 use cmdop_client::dial::NodeClient;
+use cmdop_proto::config::Predict;
 use cmdop_proto::{AttachMode, CreateSession, ListSessions, SessionInfo, SessionState};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,6 +34,10 @@ pub struct Args {
     /// Watch without typing or resizing.
     #[arg(long, conflicts_with = "takeover")]
     read_only: bool,
+    /// Show keystrokes before the node echoes them: adaptive (on slow links, the default from
+    /// client.predict in config.yaml), always, or never.
+    #[arg(long, value_name = "MODE")]
+    predict: Option<Predict>,
 }
 
 /// Runs `cmdop connect`.
@@ -60,6 +65,7 @@ pub async fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
             AttachMode::Interactive
         },
         takeover: args.takeover,
+        predict: args.predict.unwrap_or(context.config.client.predict),
     };
     crate::terminal::run(context, client, session, options).await
 }

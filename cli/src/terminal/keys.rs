@@ -60,7 +60,11 @@ fn scan_typed(bytes: &[u8], detach_key: u8, escaped: &mut bool) -> Typed {
 
 /// Starts the thread that reads stdin and hands keystrokes to `handle` at once, until the
 /// detach key or the end of stdin; either way it detaches.
-pub fn spawn_stdin_reader(handle: AttachmentHandle, detach_key: u8) -> std::io::Result<()> {
+pub fn spawn_stdin_reader(
+    handle: AttachmentHandle,
+    detach_key: u8,
+    keys: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
@@ -75,7 +79,9 @@ pub fn spawn_stdin_reader(handle: AttachmentHandle, detach_key: u8) -> std::io::
                 };
                 let typed = scan_typed(&buf[..n], detach_key, &mut escaped);
                 if !typed.send.is_empty() {
-                    handle.input(typed.send);
+                    // To the node first; then a copy for the local echo.
+                    handle.input(typed.send.clone());
+                    let _ = keys.send(typed.send);
                 }
                 if typed.detach {
                     break;

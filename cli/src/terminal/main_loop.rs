@@ -1,6 +1,7 @@
 //! The live terminal's main loop: attach, start the stdin reader and the resize watcher, then
 //! show the attachment's events until it ends.
 
+use super::echo::LocalEcho;
 use super::keys::{parse_key, spawn_stdin_reader};
 use super::raw::{window_size, RawMode};
 use super::status::{write_gap, Attached, ScreenPainter, StatusLine};
@@ -8,11 +9,12 @@ use super::AttachOptions;
 use crate::context::Context;
 use cmdop_client::dial::NodeClient;
 use cmdop_client::live::{AttachSpec, Attachment, AttachmentHandle, End, Event};
-use cmdop_proto::SessionInfo;
+use cmdop_proto::{AttachMode, SessionInfo, WinSize};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
+use tokio::sync::mpsc;
 
 /// Attaches to `session` over `client`'s connection and runs the terminal until detach, exit
 /// or takeover; the attachment reconnects as often as the network needs.
@@ -35,10 +37,24 @@ pub async fn run(
     let attached = Attached::new(&attachment.info, &host);
     let mut transcript = open_transcript()?;
 
+    let size = window_size().unwrap_or_default();
+    let echo = match options.mode {
+        AttachMode::Interactive => LocalEcho::new(options.predict, size),
+        AttachMode::ReadOnly => None,
+    };
     let raw = RawMode::enter();
-    spawn_stdin_reader(attachment.handle(), detach_key)?;
-    forward_resizes(attachment.handle())?;
-    let end = show_events(&mut attachment, &attached, transcript.as_mut()).await?;
+    let (keys_tx, keys) = mpsc::unbounded_channel();
+    let (sizes_tx, sizes) = mpsc::unbounded_channel();
+    spawn_stdin_reader(attachment.handle(), detach_key, keys_tx)?;
+    forward_resizes(attachment.handle(), sizes_tx)?;
+    let shown = Shown {
+        attached: &attached,
+        transcript: transcript.as_mut(),
+        status: StatusLine::default(),
+        painter: ScreenPainter::default(),
+        echo,
+    };
+    let end = show_events(&mut attachment, shown, Local { keys, sizes }).await?;
     drop(raw);
     if std::env::var_os("CMDOP_DEBUG").is_some() {
         eprintln!("\r\ncmdop: {:?}", attachment.stats());
@@ -61,53 +77,129 @@ fn open_transcript() -> std::io::Result<Option<File>> {
         .map(Some)
 }
 
-/// Forwards the local terminal's size whenever it changes.
-fn forward_resizes(handle: AttachmentHandle) -> std::io::Result<()> {
+/// Forwards the local terminal's size whenever it changes (to the node, and to `sizes`).
+fn forward_resizes(
+    handle: AttachmentHandle,
+    sizes: mpsc::UnboundedSender<WinSize>,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut winch = signal(SignalKind::window_change())?;
     tokio::spawn(async move {
         while winch.recv().await.is_some() {
             if let Some(size) = window_size() {
                 handle.resize(size);
+                let _ = sizes.send(size);
             }
         }
     });
     Ok(())
 }
 
-/// Writes the attachment's output (and a copy to the transcript), gap markers and the status
-/// line, until the attachment ends.
+/// What the main loop hears besides the attachment: keystrokes (already sent) and size
+/// changes, for the local echo.
+struct Local {
+    keys: mpsc::UnboundedReceiver<Vec<u8>>,
+    sizes: mpsc::UnboundedReceiver<WinSize>,
+}
+
+/// The terminal's state across events.
+struct Shown<'a> {
+    attached: &'a Attached,
+    transcript: Option<&'a mut File>,
+    status: StatusLine,
+    painter: ScreenPainter,
+    echo: Option<LocalEcho>,
+}
+
+/// Writes the attachment's output (and a copy to the transcript), screens, gap markers, the
+/// status line and the local echo, until the attachment ends.
 async fn show_events(
     attachment: &mut Attachment,
-    attached: &Attached,
-    mut transcript: Option<&mut File>,
+    mut shown: Shown<'_>,
+    mut local: Local,
 ) -> anyhow::Result<End> {
-    let mut status = StatusLine::default();
-    let mut painter = ScreenPainter::default();
     loop {
-        let Some(event) = attachment.next_event().await else {
+        let deadline = shown.echo.as_ref().and_then(LocalEcho::deadline);
+        let event = tokio::select! {
+            event = attachment.next_event() => event,
+            Some(keys) = local.keys.recv() => {
+                if let Some(echo) = shown.echo.as_mut() {
+                    echo.set_rtt(attachment.rtt());
+                    echo.keystroke(&mut std::io::stdout().lock(), &keys)?;
+                }
+                continue;
+            }
+            Some(size) = local.sizes.recv() => {
+                if let Some(echo) = shown.echo.as_mut() {
+                    echo.resize(size);
+                }
+                continue;
+            }
+            _ = sleep_until(deadline) => {
+                if let Some(echo) = shown.echo.as_mut() {
+                    echo.tick(&mut std::io::stdout().lock())?;
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else {
             return Ok(End::Gone("the attachment ended unexpectedly".into()));
         };
+        if let Some(end) = shown.event(event)? {
+            return Ok(end);
+        }
+    }
+}
+
+/// Sleeps until `deadline` (forever without one).
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Shown<'_> {
+    /// Shows one event; the end, if it is one.
+    fn event(&mut self, event: Event) -> anyhow::Result<Option<End>> {
         let mut out = std::io::stdout().lock();
         match event {
             Event::Output(bytes) => {
-                out.write_all(&bytes)?;
+                match self.echo.as_mut() {
+                    Some(echo) => echo.output(&mut out, &bytes)?,
+                    None => out.write_all(&bytes)?,
+                }
                 out.flush()?;
-                if let Some(file) = transcript.as_mut() {
+                if let Some(file) = self.transcript.as_mut() {
                     file.write_all(&bytes)?;
                 }
             }
             Event::Gap(lost) => write_gap(&mut out, lost)?,
             Event::Screen(frame) => {
+                if let Some(echo) = self.echo.as_mut() {
+                    echo.clear(&mut out)?;
+                }
                 let rows = window_size().unwrap_or_default().rows;
-                painter.draw(&mut out, &frame, rows, &attached.skip_hint())?;
+                let mut drawn = Vec::new();
+                let hint = self.attached.skip_hint();
+                self.painter.draw(&mut drawn, &frame, rows, &hint)?;
+                out.write_all(&drawn)?;
+                out.flush()?;
+                if let Some(echo) = self.echo.as_mut() {
+                    echo.written(&drawn);
+                }
             }
-            Event::EchoAck(_) => {}
-            Event::Link(state) => status.link(&mut out, &state, attached.host()),
+            Event::EchoAck(typed) => {
+                if let Some(echo) = self.echo.as_mut() {
+                    echo.echo_ack(&mut out, typed)?;
+                }
+            }
+            Event::Link(state) => self.status.link(&mut out, &state, self.attached.host()),
             Event::End(end) => {
-                status.clear(&mut out);
-                return Ok(end);
+                self.status.clear(&mut out);
+                return Ok(Some(end));
             }
         }
+        Ok(None)
     }
 }

@@ -9,12 +9,15 @@
 //! - the **main loop** writes output to stdout, a gap marker where the node's ringbuffer
 //!   overflowed, and a one-line status (top row, like mosh) while the link is down
 //!   ([`main_loop`], [`status`]);
+//! - keystrokes are also shown before the node echoes them, on slow links ([`echo`]: the
+//!   client's prediction engine over a screen model, drawn without giving up the scrollback);
 //! - window-size changes are forwarded; raw mode is restored on every exit path, panics
 //!   included ([`raw`]).
 //!
 //! `CMDOP_TRANSCRIPT=FILE` copies every session byte shown into FILE (tests compare it with what
 //! the session printed).
 
+mod echo;
 mod keys;
 mod main_loop;
 mod raw;
@@ -32,4 +35,6 @@ pub struct AttachOptions {
     pub mode: AttachMode,
     /// Force-detach the current holder.
     pub takeover: bool,
+    /// Predictive local echo.
+    pub predict: cmdop_proto::config::Predict,
 }

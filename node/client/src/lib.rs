@@ -10,5 +10,6 @@ pub mod error;
 pub mod home;
 pub mod live;
 mod node_client;
+pub mod predict;
 pub mod tls;
 pub mod wire;

@@ -104,6 +104,35 @@ pub struct ClientConfig {
     pub connect_timeout: HumanDuration,
     /// The key that detaches an interactive terminal (`ctrl-d` or `ctrl-a`..`ctrl-z`).
     pub detach_key: String,
+    /// Predictive local echo: `adaptive` (on slow links), `always` or `never`.
+    pub predict: Predict,
+}
+
+/// When the live terminal shows keystrokes before the node echoes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Predict {
+    /// When the link is slow enough for it to matter (round trip above about 60 ms), as mosh.
+    #[default]
+    Adaptive,
+    /// Whenever the program is known to echo.
+    Always,
+    /// Never: every character drawn came from the node.
+    Never,
+}
+
+impl std::str::FromStr for Predict {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "adaptive" => Ok(Predict::Adaptive),
+            "always" => Ok(Predict::Always),
+            "never" => Ok(Predict::Never),
+            other => Err(format!(
+                "'{other}' is not a prediction mode; use adaptive, always or never"
+            )),
+        }
+    }
 }
 
 impl Default for ClientConfig {
@@ -113,6 +142,7 @@ impl Default for ClientConfig {
             save_lines: 10_000,
             connect_timeout: HumanDuration(Duration::from_secs(3)),
             detach_key: "ctrl-d".into(),
+            predict: Predict::Adaptive,
         }
     }
 }

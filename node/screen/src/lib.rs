@@ -17,7 +17,8 @@
 //!   terminal, including modes avt itself ignores (mouse, bracketed paste,
 //!   keypad, cursor style: see [`ExtraModes`]);
 //! - [`Screen::rows_text`], [`Screen::rows_ansi`] and [`Screen::cursor`]
-//!   serve `cmdop session show S --screen`;
+//!   serve `cmdop session show S --screen`; [`Screen::cell_char`] reads one
+//!   cell (the client's prediction engine checks its guesses with it);
 //! - [`Screen::compare`] checks two screens cell for cell in tests.
 //!
 //! Not restored by a dump: the window title (OSC 0/2), kitty keyboard
@@ -109,6 +110,30 @@ impl Screen {
         let (cols, _) = self.size();
         let col = to_u16(cursor.col).min(cols.saturating_sub(1));
         (col, to_u16(cursor.row), cursor.visible)
+    }
+
+    /// The character shown at a cell of the active screen, zero-based;
+    /// `' '` for a blank cell, the wide character itself for both of the
+    /// cells it covers, `None` outside the screen.
+    ///
+    /// ```
+    /// let mut screen = cmdop_screen::Screen::new(10, 2);
+    /// screen.feed("ab\r\n中".as_bytes());
+    /// assert_eq!(screen.cell_char(1, 0), Some('b'));
+    /// assert_eq!(screen.cell_char(2, 0), Some(' '));
+    /// assert_eq!(screen.cell_char(1, 1), Some('中'));
+    /// assert_eq!(screen.cell_char(10, 0), None);
+    /// ```
+    pub fn cell_char(&self, col: u16, row: u16) -> Option<char> {
+        let line = self.vt.screen().line(usize::from(row))?;
+        let cells = line.cells();
+        let col = usize::from(col);
+        let cell = cells.get(col)?;
+        if cell.width() == 0 && col > 0 {
+            // The right half of a wide character: report the character.
+            return cells.get(col - 1).map(avt::Cell::char);
+        }
+        Some(cell.char())
     }
 
     /// Whether the alternate screen (full-screen programs) is active.

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod hardening;
+mod predict;
 mod roaming;
 mod sessions;
 mod slowlink;

@@ -193,7 +193,12 @@ pub async fn run(command: Command, context: &Context) -> anyhow::Result<ExitCode
             } else {
                 cmdop_proto::AttachMode::Interactive
             };
-            let options = interactive.then_some(crate::terminal::AttachOptions { mode, takeover });
+            let predict = context.config.client.predict;
+            let options = interactive.then_some(crate::terminal::AttachOptions {
+                mode,
+                takeover,
+                predict,
+            });
             show::attach(context, &session, host, options).await
         }
         Command::Detach { session, host } => show::detach(context, &session, host).await,

@@ -30,6 +30,8 @@ pub(super) struct Driver {
     last_contact: Instant,
     /// The last link's round-trip time.
     rtt: Duration,
+    /// The same, shared with the attachment.
+    shared_rtt: Arc<std::sync::atomic::AtomicU64>,
     /// This attachment's keystroke stream.
     input_stream: u64,
 }
@@ -42,6 +44,8 @@ pub(super) struct Channels {
     pub commands: mpsc::UnboundedReceiver<Command>,
     /// To the terminal.
     pub events: mpsc::Sender<Event>,
+    /// The link's round-trip time in microseconds, for the terminal.
+    pub rtt: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Driver {
@@ -63,6 +67,7 @@ impl Driver {
             link_state: LinkState::Up,
             last_contact: Instant::now(),
             rtt: Duration::from_millis(100),
+            shared_rtt: channels.rtt,
             input_stream,
         }
     }
@@ -150,7 +155,9 @@ impl Driver {
                 _ = tokio::time::sleep_until(next_tick) => {
                     let now = Instant::now();
                     let datagrams = connection.stats().udp_rx.datagrams;
-                    let action = watch.tick(now, SystemTime::now(), datagrams, connection.rtt());
+                    let rtt = connection.rtt();
+                    self.shared_rtt.store(rtt.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+                    let action = watch.tick(now, SystemTime::now(), datagrams, rtt);
                     next_tick = tokio::time::Instant::now() + watch.tick_interval();
                     if let Err(e) = self.on_tick(action, now, &connection, &mut send).await {
                         break LinkEnd::Lost(e.to_string());

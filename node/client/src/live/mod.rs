@@ -150,6 +150,7 @@ pub struct Attachment {
     handle: AttachmentHandle,
     events: mpsc::Receiver<Event>,
     resync: Arc<Mutex<Resync>>,
+    rtt: Arc<std::sync::atomic::AtomicU64>,
     /// The session as it was when attached.
     pub info: SessionInfo,
 }
@@ -186,10 +187,12 @@ impl Attachment {
         let resync = Arc::new(Mutex::new(Resync::new(link.offset, link.input_seq)));
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::channel(64);
+        let rtt = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let channels = Channels {
             resync: resync.clone(),
             commands,
             events: events_tx,
+            rtt: rtt.clone(),
         };
         let driver = Driver::new(dialer, target, spec, input_stream, channels);
         tokio::spawn(driver.run(link));
@@ -199,8 +202,14 @@ impl Attachment {
             },
             events,
             resync,
+            rtt,
             info,
         })
+    }
+
+    /// The link's smoothed round-trip time, as last measured (zero before the first).
+    pub fn rtt(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.rtt.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// A handle for input and controls.

@@ -11,11 +11,14 @@
 //! - `slowlink`: through netsim at 1 Mbit/s and 100 ms round trip, beside mosh when installed:
 //!   Ctrl+C under a flood until the prompt, bytes drawn after it, echo while output floods, and
 //!   110 KB with nobody typing (every byte, no skip).
+//! - `predict`: words typed at 150 ms a keystroke through netsim at 25 and 100 ms one way, with
+//!   predictive echo adaptive and off, beside mosh when installed: each keystroke timed until the
+//!   screen shows it.
 //! - `scale`: 1,000 idle sessions on one node: memory per session, idle CPU and wake-ups, time
 //!   to list them; next to a tmux server with 1,000 sessions when tmux is installed.
 //!
 //! ```sh
-//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming|slowlink|scale]
+//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming|slowlink|predict|scale]
 //! ```
 
 #![allow(clippy::unwrap_used)]
@@ -255,6 +258,7 @@ fn ssh() -> (Pty, Duration) {
     (pty, started.elapsed())
 }
 
+mod predict;
 mod roaming;
 mod scale;
 mod slowlink;
@@ -266,14 +270,16 @@ fn main() {
         "roaming" => roaming::run(),
         "scale" => scale::run(),
         "slowlink" => slowlink::run(),
+        "predict" => predict::run(),
         "all" => {
             terminal_bench();
             roaming::run();
             slowlink::run();
+            predict::run();
             scale::run();
         }
         other => {
-            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming, slowlink, scale, or nothing for all");
+            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming, slowlink, predict, scale, or nothing for all");
             std::process::exit(2);
         }
     }

@@ -206,7 +206,7 @@ fn echo_under_flood(pty: &mut Pty) -> (Option<Duration>, Option<Duration>) {
 }
 
 /// Feeds what the terminal receives into `screen` until a row shows `needle`.
-fn on_screen(pty: &mut Pty, screen: &mut Screen, needle: &str, timeout: Duration) -> bool {
+pub fn on_screen(pty: &mut Pty, screen: &mut Screen, needle: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     screen.feed(&std::mem::take(&mut pty.pending));
     loop {
