@@ -6,6 +6,9 @@
 //! from the model and the cursor put back where the node left it; after it, the predictions
 //! that still stand are drawn again. Nothing extra is written while nothing is predicted, so
 //! `--predict never` (and adaptive mode on a fast link) writes exactly the node's bytes.
+//!
+//! Parsing costs about as much as drawing, so output that arrives while nothing is predicted
+//! is only kept (its last [`PENDING_LIMIT`] bytes) and parsed when a keystroke needs the model.
 
 use cmdop_client::predict::{Overlay, OverlayCell, PredictMode, Predictor};
 use cmdop_proto::config::Predict;
@@ -14,10 +17,17 @@ use cmdop_screen::Screen;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+/// Output kept unparsed while nothing is predicted; more keeps only its tail.
+pub const PENDING_LIMIT: usize = 1 << 20;
+
 /// The predictor, the screen model it reads, and what is drawn over the terminal now.
 pub struct LocalEcho {
     predictor: Predictor,
     screen: Screen,
+    /// Output written but not yet parsed into `screen`.
+    pending: Vec<u8>,
+    /// `pending` lost its front: parse it from its first line start.
+    pending_cut: bool,
     /// Bytes typed so far (the predictor's keystroke numbers).
     typed: u64,
     /// What was last drawn over the terminal.
@@ -35,6 +45,8 @@ impl LocalEcho {
         Some(LocalEcho {
             predictor: Predictor::new(mode),
             screen: Screen::new(size.cols, size.rows),
+            pending: Vec::new(),
+            pending_cut: false,
             typed: 0,
             drawn: Overlay::default(),
         })
@@ -47,11 +59,37 @@ impl LocalEcho {
 
     /// The terminal changed size.
     pub fn resize(&mut self, size: WinSize) {
+        self.catch_up();
         self.screen.resize(size.cols, size.rows);
+    }
+
+    /// Parses the output kept while nothing was predicted.
+    fn catch_up(&mut self) {
+        let mut start = 0;
+        if std::mem::take(&mut self.pending_cut) {
+            start = self
+                .pending
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(0, |at| at + 1);
+        }
+        self.screen.feed(&self.pending[start..]);
+        self.pending.clear();
+    }
+
+    /// Keeps output for later parsing (its tail, past [`PENDING_LIMIT`]).
+    fn keep(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() > PENDING_LIMIT {
+            let excess = self.pending.len() - PENDING_LIMIT;
+            self.pending.drain(..excess);
+            self.pending_cut = true;
+        }
     }
 
     /// The person typed `bytes` (already sent to the node).
     pub fn keystroke(&mut self, out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+        self.catch_up();
         let now = Instant::now();
         self.predictor
             .keystroke(bytes, self.typed, &self.screen, now);
@@ -63,6 +101,12 @@ impl LocalEcho {
     pub fn output(&mut self, out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
         self.erase(out)?;
         out.write_all(bytes)?;
+        if self.predictor.deadline().is_none() {
+            // Nothing predicted: no need for the model until the next keystroke.
+            self.keep(bytes);
+            return Ok(());
+        }
+        self.catch_up();
         self.screen.feed(bytes);
         let now = Instant::now();
         self.predictor.output(&self.screen, now);
@@ -71,6 +115,7 @@ impl LocalEcho {
 
     /// The node echoed (or chose not to echo) the first `typed` bytes typed.
     pub fn echo_ack(&mut self, out: &mut impl Write, typed: u64) -> std::io::Result<()> {
+        self.catch_up();
         let now = Instant::now();
         self.predictor.echo_ack(typed, now);
         self.predictor.output(&self.screen, now);
@@ -85,7 +130,7 @@ impl LocalEcho {
 
     /// Records bytes written to the terminal by someone else (a screen frame).
     pub fn written(&mut self, bytes: &[u8]) {
-        self.screen.feed(bytes);
+        self.keep(bytes);
     }
 
     /// When [`LocalEcho::tick`] is due, if a prediction is outstanding.
@@ -95,6 +140,7 @@ impl LocalEcho {
 
     /// Time passed: predictions may show, flag themselves or expire.
     pub fn tick(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        self.catch_up();
         let now = Instant::now();
         self.predictor.output(&self.screen, now);
         self.redraw(out, now)
