@@ -162,13 +162,50 @@ fn after_typing_no_prediction_is_left_behind() {
     type_slowly(&mut term, "\x7f\x7f\x7f\x7f\x7f");
     type_slowly(&mut term, "\x1b[D\x1b[C\r");
     term.expect("predicted-5 and more", WAIT);
-    let same = || client_rows(&term) == far.node_rows("typing");
+    assert_converges(&far, &term, "typing");
+    term.type_bytes(b"\x04");
+    assert_eq!(term.wait_exit(WAIT), Some(0));
+}
+
+/// Waits until the client's screen equals the node's (no guess left on it).
+fn assert_converges(far: &FarNode, term: &Terminal, name: &str) {
+    let same = || client_rows(term) == far.node_rows(name);
     assert!(
         wait_until(Duration::from_secs(5), same),
         "client {:#?}\nnode {:#?}",
-        client_rows(&term),
-        far.node_rows("typing")
+        client_rows(term),
+        far.node_rows(name)
     );
+}
+
+#[test]
+fn vim_normal_mode_insert_mode_and_a_paste_leave_no_prediction_behind() {
+    let far = FarNode::new("predict-vim");
+    let mut term = far.connect("editor");
+    let file = far.home.path.join("words.txt");
+    std::fs::write(
+        &file,
+        "one two three\nfour five six\nseven eight\nnine ten\n",
+    )
+    .unwrap();
+    term.type_line(&format!("vim -u NONE -N {}", file.display()));
+    term.expect("nine ten", WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    // Normal-mode commands: printable keys that are never echoed.
+    type_slowly(&mut term, "jjjwwkb");
+    // Insert mode: echoed text.
+    type_slowly(&mut term, "iquick ");
+    term.type_bytes(b"\x1b");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_converges(&far, &term, "editor");
+    type_slowly(&mut term, ":q!\r");
+    term.expect("ok> ", WAIT);
+    // A paste: 150 bytes at once, no guesses for it.
+    let pasted = format!("echo {}", "p".repeat(145));
+    term.type_bytes(pasted.as_bytes());
+    term.type_bytes(b"\r");
+    term.expect(&"p".repeat(145), WAIT);
+    assert_converges(&far, &term, "editor");
     term.type_bytes(b"\x04");
     assert_eq!(term.wait_exit(WAIT), Some(0));
 }
