@@ -26,8 +26,9 @@ pub struct LocalEcho {
     screen: Screen,
     /// Output written but not yet parsed into `screen`.
     pending: Vec<u8>,
-    /// `pending` lost its front: parse it from its first line start.
-    pending_cut: bool,
+    /// Output was dropped unparsed (a long flood while nothing was predicted): the model may
+    /// not match the terminal, so nothing is predicted until a screen frame redraws it.
+    desynced: bool,
     /// Bytes typed so far (the predictor's keystroke numbers).
     typed: u64,
     /// What was last drawn over the terminal.
@@ -46,44 +47,44 @@ impl LocalEcho {
             predictor: Predictor::new(mode),
             screen: Screen::new(size.cols, size.rows),
             pending: Vec::new(),
-            pending_cut: false,
+            desynced: false,
             typed: 0,
             drawn: Overlay::default(),
         })
     }
 
-    /// The link's round trip changed.
+    /// The link's round trip changed (zero: not measured yet).
     pub fn set_rtt(&mut self, rtt: Duration) {
-        self.predictor.set_rtt(rtt);
+        if !rtt.is_zero() {
+            self.predictor.set_rtt(rtt);
+        }
     }
 
-    /// The terminal changed size.
-    pub fn resize(&mut self, size: WinSize) {
+    /// The terminal changed size (it reflows what is drawn: take the guesses away first).
+    pub fn resize(&mut self, out: &mut impl Write, size: WinSize) -> std::io::Result<()> {
+        self.clear(out)?;
         self.catch_up();
         self.screen.resize(size.cols, size.rows);
+        Ok(())
     }
 
     /// Parses the output kept while nothing was predicted.
     fn catch_up(&mut self) {
-        let mut start = 0;
-        if std::mem::take(&mut self.pending_cut) {
-            start = self
-                .pending
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(0, |at| at + 1);
-        }
-        self.screen.feed(&self.pending[start..]);
+        self.screen.feed(&self.pending);
         self.pending.clear();
     }
 
-    /// Keeps output for later parsing (its tail, past [`PENDING_LIMIT`]).
+    /// Keeps output for later parsing; past [`PENDING_LIMIT`] it is dropped and the model no
+    /// longer trusted.
     fn keep(&mut self, bytes: &[u8]) {
+        if self.desynced {
+            return;
+        }
         self.pending.extend_from_slice(bytes);
         if self.pending.len() > PENDING_LIMIT {
-            let excess = self.pending.len() - PENDING_LIMIT;
-            self.pending.drain(..excess);
-            self.pending_cut = true;
+            self.pending = Vec::new();
+            self.desynced = true;
+            self.predictor.reset();
         }
     }
 
@@ -91,8 +92,10 @@ impl LocalEcho {
     pub fn keystroke(&mut self, out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
         self.catch_up();
         let now = Instant::now();
-        self.predictor
-            .keystroke(bytes, self.typed, &self.screen, now);
+        if !self.desynced {
+            self.predictor
+                .keystroke(bytes, self.typed, &self.screen, now);
+        }
         self.typed += bytes.len() as u64;
         self.redraw(out, now)
     }
@@ -128,9 +131,26 @@ impl LocalEcho {
         self.erase(out)
     }
 
-    /// Records bytes written to the terminal by someone else (a screen frame).
+    /// Records bytes written to the terminal by someone else (a marker line).
     pub fn written(&mut self, bytes: &[u8]) {
         self.keep(bytes);
+    }
+
+    /// Records a screen frame written to the terminal: it redraws everything, so the model is
+    /// trusted again from here.
+    pub fn redrawn(&mut self, bytes: &[u8]) {
+        if self.desynced {
+            let (cols, rows) = self.screen.size();
+            self.screen = Screen::new(cols, rows);
+            self.desynced = false;
+        }
+        self.keep(bytes);
+    }
+
+    /// Takes every guess off the terminal for good (the attachment ended).
+    pub fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        self.clear(out)?;
+        out.flush()
     }
 
     /// When [`LocalEcho::tick`] is due, if a prediction is outstanding.

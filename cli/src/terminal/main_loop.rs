@@ -43,6 +43,15 @@ pub async fn run(
         AttachMode::ReadOnly => None,
     };
     let raw = RawMode::enter();
+    if echo.is_some() {
+        // The screen model starts blank with the cursor home: make the terminal match, keeping
+        // what it showed in its scrollback.
+        let mut out = std::io::stdout().lock();
+        write!(out, "\x1b[{};1H", size.rows)?;
+        out.write_all(&vec![b'\n'; usize::from(size.rows)])?;
+        out.write_all(b"\x1b[H\x1b[2J")?;
+        out.flush()?;
+    }
     let (keys_tx, keys) = mpsc::unbounded_channel();
     let (sizes_tx, sizes) = mpsc::unbounded_channel();
     spawn_stdin_reader(attachment.handle(), detach_key, keys_tx)?;
@@ -131,7 +140,7 @@ async fn show_events(
             }
             Some(size) = local.sizes.recv() => {
                 if let Some(echo) = shown.echo.as_mut() {
-                    echo.resize(size);
+                    echo.resize(&mut std::io::stdout().lock(), size)?;
                 }
                 continue;
             }
@@ -174,7 +183,16 @@ impl Shown<'_> {
                     file.write_all(&bytes)?;
                 }
             }
-            Event::Gap(lost) => write_gap(&mut out, lost)?,
+            Event::Gap(lost) => {
+                let mut marker = Vec::new();
+                write_gap(&mut marker, lost)?;
+                if let Some(echo) = self.echo.as_mut() {
+                    echo.clear(&mut out)?;
+                    echo.written(&marker);
+                }
+                out.write_all(&marker)?;
+                out.flush()?;
+            }
             Event::Screen(frame) => {
                 if let Some(echo) = self.echo.as_mut() {
                     echo.clear(&mut out)?;
@@ -186,7 +204,7 @@ impl Shown<'_> {
                 out.write_all(&drawn)?;
                 out.flush()?;
                 if let Some(echo) = self.echo.as_mut() {
-                    echo.written(&drawn);
+                    echo.redrawn(&drawn);
                 }
             }
             Event::EchoAck(typed) => {
@@ -196,6 +214,9 @@ impl Shown<'_> {
             }
             Event::Link(state) => self.status.link(&mut out, &state, self.attached.host()),
             Event::End(end) => {
+                if let Some(echo) = self.echo.as_mut() {
+                    echo.finish(&mut out)?;
+                }
                 self.status.clear(&mut out);
                 return Ok(Some(end));
             }

@@ -131,9 +131,11 @@ impl Resync {
     /// echo acknowledgements, in a count that does not change when the node renumbers).
     pub fn typed_before(&self, seq: u64) -> u64 {
         let acked = self.typed - self.pending.len() as u64;
-        let within = seq
-            .saturating_sub(self.input_base)
-            .min(self.pending.len() as u64);
+        if seq < self.input_base {
+            // Acknowledged already: numbering is contiguous back from `input_base`.
+            return acked.saturating_sub(self.input_base - seq);
+        }
+        let within = (seq - self.input_base).min(self.pending.len() as u64);
         acked + within
     }
 
@@ -249,6 +251,8 @@ mod tests {
         assert_eq!(resync.typed_before(43), 3);
         resync.acknowledge(42);
         assert_eq!(resync.typed_before(45), 5);
+        // An echo ack for keystrokes already acknowledged counts only those.
+        assert_eq!(resync.typed_before(41), 1);
         assert_eq!(resync.typed_before(99), 5, "never more than was typed");
         // Another stream typed meanwhile: the node renumbers from 7; the count stays.
         resync.reattached(7, true);

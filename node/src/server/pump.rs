@@ -154,6 +154,8 @@ impl<'a> Pump<'a> {
     pub(super) async fn run<S: FrameSink>(mut self, send: &mut S, mut kick: Kick) {
         let mut changes = self.session.subscribe();
         let mut sent_ack = self.acks.get();
+        // Input applied on an earlier link of this client gets its echo acknowledgement here.
+        self.echo.applied(sent_ack, std::time::Instant::now());
         let mut exit_seen: Option<Instant> = None;
         loop {
             // Checked on every round, not only when idle: under a flood the pump never idles,
