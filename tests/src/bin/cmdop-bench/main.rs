@@ -258,6 +258,7 @@ fn ssh() -> (Pty, Duration) {
     (pty, started.elapsed())
 }
 
+mod peers;
 mod predict;
 mod roaming;
 mod scale;

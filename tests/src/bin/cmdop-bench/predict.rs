@@ -3,11 +3,11 @@
 //! adaptive, and off) and, when installed, mosh. Each keystroke is timed until a screen model fed
 //! with the terminal's output shows it, as a person would see it.
 
-use super::{shell_env, slowlink::on_screen, Pty, PROMPT};
+use super::peers::{mosh, mosh_installed, relay};
+use super::{slowlink::on_screen, Pty, PROMPT};
 use cmdop_e2e::{bin, free_port, Home, NodeProcess};
-use cmdop_netsim::{Impairments, Netsim, NetsimConfig};
+use cmdop_netsim::Impairments;
 use cmdop_screen::Screen;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// What is typed: words of a few letters, as at a prompt.
@@ -26,16 +26,12 @@ struct Row {
     samples: Vec<Sample>,
 }
 
-fn relay(runtime: &tokio::runtime::Runtime, upstream: SocketAddr, delay: Duration) -> Netsim {
-    let mut config = NetsimConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
-    config.seed = 9;
-    let impairments = Impairments {
+/// A link with `delay` each way.
+fn delayed(delay: Duration) -> Impairments {
+    Impairments {
         delay,
         ..Impairments::default()
-    };
-    runtime
-        .block_on(Netsim::start(config.with_impairments(impairments)))
-        .unwrap()
+    }
 }
 
 pub fn run() {
@@ -44,10 +40,7 @@ pub fn run() {
         .enable_all()
         .build()
         .unwrap();
-    let mosh = std::process::Command::new("mosh-server")
-        .arg("--version")
-        .output()
-        .is_ok();
+    let mosh = mosh_installed();
     let mut rows = Vec::new();
     for delay in [Duration::from_millis(25), Duration::from_millis(100)] {
         for predict in ["adaptive", "never"] {
@@ -65,7 +58,7 @@ pub fn run() {
 fn cmdop_row(runtime: &tokio::runtime::Runtime, delay: Duration, predict: &str) -> Row {
     let home = Home::new("predict-bench");
     let node = NodeProcess::start(&home, free_port(), "");
-    let netsim = relay(runtime, node.addr().parse().unwrap(), delay);
+    let netsim = relay(runtime, node.addr().parse().unwrap(), delayed(delay));
     home.cmdop(&["host", "add", "far", &netsim.listen_addr().to_string()])
         .ok();
     home.cmdop(&["session", "create", "local", "--name", "typing"])
@@ -99,28 +92,7 @@ fn cmdop_row(runtime: &tokio::runtime::Runtime, delay: Duration, predict: &str) 
 }
 
 fn mosh_row(runtime: &tokio::runtime::Runtime, delay: Duration) -> Row {
-    let prompt_env = format!("PS1={PROMPT}");
-    let server = std::process::Command::new("mosh-server")
-        .args(["new", "-s", "-c", "8", "-l", "LANG=C.UTF-8", "--"])
-        .args(["env", &prompt_env, "ENV=", "/bin/sh"])
-        .output()
-        .expect("mosh-server");
-    let text = String::from_utf8_lossy(&server.stdout).into_owned();
-    let Some((port, key)) = text.lines().find_map(|line| {
-        let mut words = line.strip_prefix("MOSH CONNECT ")?.split_whitespace();
-        Some((
-            words.next()?.parse::<u16>().ok()?,
-            words.next()?.to_string(),
-        ))
-    }) else {
-        panic!("mosh-server did not say MOSH CONNECT: {text}");
-    };
-    let netsim = relay(runtime, SocketAddr::from(([127, 0, 0, 1], port)), delay);
-    let relay_port = netsim.listen_addr().port().to_string();
-    let mut env: Vec<(&str, &str)> = shell_env();
-    env.push(("MOSH_KEY", &key));
-    env.push(("LANG", "C.UTF-8"));
-    let mut pty = Pty::spawn("mosh-client", &["127.0.0.1", &relay_port], &env);
+    let (mut pty, netsim) = mosh(runtime, delayed(delay));
     let samples = type_words(&mut pty);
     pty.send(b"\x03exit\r");
     std::thread::sleep(Duration::from_millis(500));

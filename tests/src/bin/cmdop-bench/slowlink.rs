@@ -9,11 +9,11 @@
 //! - 110 KB printed at once with nobody typing (cmdop only: mosh never sends the bytes): the
 //!   time to the last line and whether every line arrived once, in order.
 
-use super::{find, shell_env, Pty, PROMPT};
+use super::peers::{mosh, mosh_installed, relay};
+use super::{find, Pty, PROMPT};
 use cmdop_e2e::{bin, free_port, Home, NodeProcess};
-use cmdop_netsim::{Impairments, Netsim, NetsimConfig};
+use cmdop_netsim::Impairments;
 use cmdop_screen::Screen;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// The link: 1 Mbit/s, 50 ms each way, 64 KiB queue.
@@ -36,15 +36,6 @@ struct Row {
     burst: Option<(Duration, bool)>,
 }
 
-/// A relay in front of `upstream`, on its own runtime.
-fn relay(runtime: &tokio::runtime::Runtime, upstream: SocketAddr) -> Netsim {
-    let mut config = NetsimConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
-    config.seed = 5;
-    runtime
-        .block_on(Netsim::start(config.with_impairments(impairments())))
-        .unwrap()
-}
-
 pub fn run() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -54,11 +45,7 @@ pub fn run() {
     let mut rows = Vec::new();
     eprintln!("measuring cmdop connect through a 1 Mbit/s, 100 ms relay...");
     rows.push(cmdop_row(&runtime));
-    if std::process::Command::new("mosh-server")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
+    if mosh_installed() {
         eprintln!("measuring mosh through the same relay...");
         rows.push(mosh_row(&runtime));
     } else {
@@ -70,7 +57,7 @@ pub fn run() {
 fn cmdop_row(runtime: &tokio::runtime::Runtime) -> Row {
     let home = Home::new("slow-bench");
     let node = NodeProcess::start(&home, free_port(), "");
-    let netsim = relay(runtime, node.addr().parse().unwrap());
+    let netsim = relay(runtime, node.addr().parse().unwrap(), impairments());
     home.cmdop(&["host", "add", "slow", &netsim.listen_addr().to_string()])
         .ok();
     home.cmdop(&["session", "create", "local", "--name", "bench"])
@@ -111,28 +98,7 @@ fn cmdop_row(runtime: &tokio::runtime::Runtime) -> Row {
 }
 
 fn mosh_row(runtime: &tokio::runtime::Runtime) -> Row {
-    let prompt_env = format!("PS1={PROMPT}");
-    let server = std::process::Command::new("mosh-server")
-        .args(["new", "-s", "-c", "8", "-l", "LANG=C.UTF-8", "--"])
-        .args(["env", &prompt_env, "ENV=", "/bin/sh"])
-        .output()
-        .expect("mosh-server");
-    let text = String::from_utf8_lossy(&server.stdout).into_owned();
-    let Some((port, key)) = text.lines().find_map(|line| {
-        let mut words = line.strip_prefix("MOSH CONNECT ")?.split_whitespace();
-        Some((
-            words.next()?.parse::<u16>().ok()?,
-            words.next()?.to_string(),
-        ))
-    }) else {
-        panic!("mosh-server did not say MOSH CONNECT: {text}");
-    };
-    let netsim = relay(runtime, SocketAddr::from(([127, 0, 0, 1], port)));
-    let relay_port = netsim.listen_addr().port().to_string();
-    let mut env: Vec<(&str, &str)> = shell_env();
-    env.push(("MOSH_KEY", &key));
-    env.push(("LANG", "C.UTF-8"));
-    let mut pty = Pty::spawn("mosh-client", &["127.0.0.1", &relay_port], &env);
+    let (mut pty, netsim) = mosh(runtime, impairments());
     pty.read_until(PROMPT.as_bytes(), Duration::from_secs(20))
         .expect("mosh prompt");
     settle(&mut pty);
