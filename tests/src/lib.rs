@@ -297,3 +297,55 @@ pub fn sessions_json(stdout: &str) -> Vec<serde_json::Value> {
     let value: serde_json::Value = serde_json::from_str(stdout).unwrap();
     value["sessions"].as_array().cloned().unwrap_or_default()
 }
+
+/// A node behind a netsim relay (on a runtime of its own), and a client home that reaches the
+/// node through the relay under the host name `alias`.
+pub struct Relayed {
+    /// The client's (and node's) home.
+    pub home: Home,
+    /// The node.
+    pub node: NodeProcess,
+    /// The relay in front of it.
+    pub netsim: cmdop_netsim::Netsim,
+    /// Drives the relay; keep it as long as the relay.
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Relayed {
+    /// Starts a node with `node_config` and a relay with `impairments` (seeded with `seed`) in
+    /// front of it, and adds the relay as host `alias`.
+    pub fn start(
+        tag: &str,
+        node_config: &str,
+        impairments: cmdop_netsim::Impairments,
+        seed: u64,
+        alias: &str,
+    ) -> Relayed {
+        let home = Home::new(tag);
+        let node = NodeProcess::start(&home, free_port(), node_config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the relay");
+        let upstream = node.addr().parse().expect("the node's address");
+        let mut config = cmdop_netsim::NetsimConfig::new(
+            "127.0.0.1:0".parse().expect("a local address"),
+            upstream,
+        );
+        config.seed = seed;
+        let netsim = runtime
+            .block_on(cmdop_netsim::Netsim::start(
+                config.with_impairments(impairments),
+            ))
+            .expect("the relay starts");
+        home.cmdop(&["host", "add", alias, &netsim.listen_addr().to_string()])
+            .ok();
+        Relayed {
+            home,
+            node,
+            netsim,
+            runtime,
+        }
+    }
+}

@@ -2,8 +2,8 @@
 //! typing is done no prediction is left behind (the client's screen equals the node's).
 
 use cmdop_e2e::pty::Terminal;
-use cmdop_e2e::{bin, free_port, wait_until, Home, NodeProcess};
-use cmdop_netsim::{Impairments, Netsim, NetsimConfig};
+use cmdop_e2e::{bin, wait_until, Home, NodeProcess, Relayed};
+use cmdop_netsim::{Impairments, Netsim};
 use cmdop_screen::Screen;
 use std::time::Duration;
 
@@ -21,25 +21,16 @@ struct FarNode {
 
 impl FarNode {
     fn new(tag: &str) -> FarNode {
-        let home = Home::new(tag);
-        let node = NodeProcess::start(&home, free_port(), "");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut config =
-            NetsimConfig::new("127.0.0.1:0".parse().unwrap(), node.addr().parse().unwrap());
-        config.seed = 13;
         let impairments = Impairments {
             delay: Duration::from_millis(100),
             ..Impairments::default()
         };
-        let netsim = runtime
-            .block_on(Netsim::start(config.with_impairments(impairments)))
-            .unwrap();
-        home.cmdop(&["host", "add", "far", &netsim.listen_addr().to_string()])
-            .ok();
+        let Relayed {
+            home,
+            node,
+            netsim,
+            runtime,
+        } = Relayed::start(tag, "", impairments, 13, "far");
         FarNode {
             home,
             _node: node,

@@ -2,8 +2,8 @@
 //! session printed (its ringbuffer) with what the client showed (its transcript).
 
 use cmdop_e2e::pty::Terminal;
-use cmdop_e2e::{bin, free_port, Home, NodeProcess};
-use cmdop_netsim::{Impairments, Netsim, NetsimConfig};
+use cmdop_e2e::{bin, Home, NodeProcess, Relayed};
+use cmdop_netsim::{Impairments, Netsim};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -20,21 +20,12 @@ struct Roaming {
 
 impl Roaming {
     fn new(tag: &str, node_config: &str, impairments: Impairments) -> Roaming {
-        let home = Home::new(tag);
-        let node = NodeProcess::start(&home, free_port(), node_config);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut config =
-            NetsimConfig::new("127.0.0.1:0".parse().unwrap(), node.addr().parse().unwrap());
-        config.seed = 7;
-        let netsim = runtime
-            .block_on(Netsim::start(config.with_impairments(impairments)))
-            .unwrap();
-        home.cmdop(&["host", "add", "via", &netsim.listen_addr().to_string()])
-            .ok();
+        let Relayed {
+            home,
+            node,
+            netsim,
+            runtime,
+        } = Relayed::start(tag, node_config, impairments, 7, "via");
         let transcript = home.path.join("transcript");
         Roaming {
             home,

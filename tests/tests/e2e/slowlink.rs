@@ -2,8 +2,8 @@
 //! and `session show --screen` prints what is on a session's screen.
 
 use cmdop_e2e::pty::Terminal;
-use cmdop_e2e::{bin, free_port, wait_until, Home, NodeProcess};
-use cmdop_netsim::{Impairments, Netsim, NetsimConfig};
+use cmdop_e2e::{bin, free_port, wait_until, Home, NodeProcess, Relayed};
+use cmdop_netsim::{Impairments, Netsim};
 use cmdop_screen::Screen;
 use std::time::{Duration, Instant};
 
@@ -90,27 +90,18 @@ struct SlowLink {
 
 impl SlowLink {
     fn new(tag: &str) -> SlowLink {
-        let home = Home::new(tag);
-        let node = NodeProcess::start(&home, free_port(), "");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut config =
-            NetsimConfig::new("127.0.0.1:0".parse().unwrap(), node.addr().parse().unwrap());
-        config.seed = 11;
         let impairments = Impairments {
             delay: Duration::from_millis(50),
             rate_bytes_per_sec: Some(125_000),
             queue_bytes: 64 * 1024,
             ..Impairments::default()
         };
-        let netsim = runtime
-            .block_on(Netsim::start(config.with_impairments(impairments)))
-            .unwrap();
-        home.cmdop(&["host", "add", "slow", &netsim.listen_addr().to_string()])
-            .ok();
+        let Relayed {
+            home,
+            node,
+            netsim,
+            runtime,
+        } = Relayed::start(tag, "", impairments, 11, "slow");
         SlowLink {
             home,
             _node: node,
