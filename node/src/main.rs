@@ -197,7 +197,10 @@ fn serve(home: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
             )
         })?,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread serves every session, as tmux's server does: a keystroke wakes one thread,
+    // not one per hop. Blocking work (a screen caught up from a long backlog, saves to disk)
+    // goes to tokio's blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -43,3 +43,18 @@ pub fn wakeups(pid: u32) -> u64 {
         })
         .sum()
 }
+
+/// The processes whose command name (`/proc/PID/comm`) is one of `names`.
+pub fn pids_named(names: &[&str]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| names.contains(&comm.trim_end()))
+        })
+        .collect()
+}

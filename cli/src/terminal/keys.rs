@@ -3,7 +3,10 @@
 
 use anyhow::bail;
 use cmdop_client::live::AttachmentHandle;
+use std::fs::File;
 use std::io::Read;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 /// The byte that prefixes a literal detach key.
 const ESCAPE_PREFIX: u8 = 0x1d;
@@ -58,36 +61,90 @@ fn scan_typed(bytes: &[u8], detach_key: u8, escaped: &mut bool) -> Typed {
     }
 }
 
-/// Starts the thread that reads stdin and hands keystrokes to `handle` at once, until the
-/// detach key or the end of stdin; either way it detaches.
+/// Where typed keys go: the attachment (at once) and the local echo.
+struct KeySink {
+    handle: AttachmentHandle,
+    detach_key: u8,
+    escaped: bool,
+    keys: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl KeySink {
+    /// Hands a chunk of typed bytes on; false once the detach key was pressed.
+    fn typed(&mut self, bytes: &[u8]) -> bool {
+        let typed = scan_typed(bytes, self.detach_key, &mut self.escaped);
+        if !typed.send.is_empty() {
+            // To the node first; then a copy for the local echo.
+            self.handle.input(typed.send.clone());
+            let _ = self.keys.send(typed.send);
+        }
+        !typed.detach
+    }
+}
+
+/// Reads stdin and hands keystrokes to `handle` at once, until the detach key or the end of
+/// stdin; either way it detaches. Stdin is read on the runtime when it can be polled (a
+/// terminal or a pipe: no thread, one wake-up less per keystroke), else on a thread of its own.
 pub fn spawn_stdin_reader(
     handle: AttachmentHandle,
     detach_key: u8,
     keys: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
 ) -> std::io::Result<()> {
+    let sink = KeySink {
+        handle,
+        detach_key,
+        escaped: false,
+        keys,
+    };
+    match polled_stdin() {
+        Some(stdin) => {
+            tokio::spawn(read_polled(stdin, sink));
+            Ok(())
+        }
+        None => read_on_a_thread(sink),
+    }
+}
+
+/// Stdin opened anew (its own file description, so making it non-blocking leaves the shell's
+/// untouched) and registered with the runtime; None where it cannot be polled (a file).
+fn polled_stdin() -> Option<AsyncFd<File>> {
+    let stdin = File::open("/proc/self/fd/0").ok()?;
+    rustix::io::ioctl_fionbio(&stdin, true).ok()?;
+    // SAFETY: a `File` keeps its descriptor open and unchanged while it is owned, and the
+    // `AsyncFd` owns it from here on.
+    unsafe { AsyncFd::register(stdin) }.ok()
+}
+
+async fn read_polled(stdin: AsyncFd<File>, mut sink: KeySink) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = stdin
+            .async_io(Interest::READABLE, |mut file| file.read(&mut buf))
+            .await;
+        match read {
+            // stdin closed: leave the session running.
+            Ok(0) | Err(_) => break,
+            Ok(n) if !sink.typed(&buf[..n]) => break,
+            Ok(_) => {}
+        }
+    }
+    sink.handle.detach();
+}
+
+fn read_on_a_thread(mut sink: KeySink) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
             let mut stdin = std::io::stdin().lock();
             let mut buf = [0u8; 4096];
-            let mut escaped = false;
             loop {
-                let n = match stdin.read(&mut buf) {
-                    // stdin closed: leave the session running.
+                match stdin.read(&mut buf) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let typed = scan_typed(&buf[..n], detach_key, &mut escaped);
-                if !typed.send.is_empty() {
-                    // To the node first; then a copy for the local echo.
-                    handle.input(typed.send.clone());
-                    let _ = keys.send(typed.send);
-                }
-                if typed.detach {
-                    break;
+                    Ok(n) if !sink.typed(&buf[..n]) => break,
+                    Ok(_) => {}
                 }
             }
-            handle.detach();
+            sink.handle.detach();
         })?;
     Ok(())
 }

@@ -3,8 +3,9 @@
 //! The connection work (sequence numbers, roaming, reconnect and resync) is the client
 //! library's [`Attachment`](cmdop_client::live::Attachment); this module is the terminal around
 //! it:
-//! - a **stdin thread** reads keys and hands them to the attachment at once (never behind
-//!   output), watching for the detach key: Ctrl+D by default, `Ctrl+]` then Ctrl+D sends a
+//! - a **stdin reader** (a task on the runtime, polling a non-blocking copy of stdin; a
+//!   thread only where stdin cannot be polled) hands keys to the attachment at once (never
+//!   behind output), watching for the detach key: Ctrl+D by default, `Ctrl+]` then Ctrl+D sends a
 //!   literal Ctrl+D, and `Ctrl+]` twice a literal `Ctrl+]` ([`keys`]);
 //! - the **main loop** writes output to stdout, a gap marker where the node's ringbuffer
 //!   overflowed, and a one-line status (top row, like mosh) while the link is down

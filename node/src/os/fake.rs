@@ -15,8 +15,11 @@
 use crate::os::{Child, PtySpawner, SpawnSpec, SpawnedPty, Terminal};
 use cmdop_proto::WinSize;
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 /// Spawns fake programs.
@@ -64,14 +67,15 @@ impl PtySpawner for FakePty {
                 kills: 0,
                 resizes: Vec::new(),
                 cwd: spec.cwd.clone(),
+                reading: None,
+                writing: None,
             }),
-            wake: Condvar::new(),
             typed,
         }));
         programs.push(program.clone());
         Ok(SpawnedPty {
-            reader: Box::new(program.clone()),
-            writer: Box::new(program.clone()),
+            reader: Box::pin(program.clone()),
+            writer: Box::pin(program.clone()),
             terminal: Box::new(program.clone()),
             child: Box::new(program),
             pid: Some(pid),
@@ -86,8 +90,6 @@ pub struct FakeProgram(Arc<Shared>);
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the session's blocked reader and writer threads.
-    wake: Condvar,
     /// The number of bytes typed so far.
     typed: watch::Sender<usize>,
 }
@@ -106,6 +108,10 @@ struct State {
     kills: u32,
     resizes: Vec<WinSize>,
     cwd: String,
+    /// The session's reader, waiting for output.
+    reading: Option<Waker>,
+    /// The session's writer, waiting for the program to read.
+    writing: Option<Waker>,
 }
 
 impl FakeProgram {
@@ -113,10 +119,13 @@ impl FakeProgram {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Changes the state and wakes the session's threads.
+    /// Changes the state and wakes the session's reader and writer.
     fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let result = f(&mut self.state());
-        self.0.wake.notify_all();
+        let mut state = self.state();
+        let result = f(&mut state);
+        let wakers = [state.reading.take(), state.writing.take()];
+        drop(state);
+        wakers.into_iter().flatten().for_each(Waker::wake);
         result
     }
 
@@ -203,45 +212,56 @@ impl State {
     }
 }
 
-impl Read for FakeProgram {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl AsyncRead for FakeProgram {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let mut state = self.state();
-        loop {
-            if !state.output_held {
-                if !state.output.is_empty() {
-                    let n = buf.len().min(state.output.len());
-                    for (to, from) in buf.iter_mut().zip(state.output.drain(..n)) {
-                        *to = from;
-                    }
-                    return Ok(n);
-                }
-                if state.output_ended {
-                    return Ok(0);
-                }
+        if !state.output_held {
+            if !state.output.is_empty() {
+                let n = buf.remaining().min(state.output.len());
+                let bytes: Vec<u8> = state.output.drain(..n).collect();
+                buf.put_slice(&bytes);
+                return Poll::Ready(Ok(()));
             }
-            state = self.0.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            if state.output_ended {
+                return Poll::Ready(Ok(()));
+            }
         }
+        state.reading = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
-impl Write for FakeProgram {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl AsyncWrite for FakeProgram {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let mut state = self.state();
-        while state.input_refused && state.exit.is_none() {
-            state = self.0.wake.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
         if state.exit.is_some() {
-            return Err(io::ErrorKind::BrokenPipe.into());
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if state.input_refused {
+            state.writing = Some(cx.waker().clone());
+            return Poll::Pending;
         }
         state.input.extend_from_slice(buf);
         let typed = state.input.len();
         drop(state);
         self.0.typed.send_replace(typed);
-        Ok(buf.len())
+        Poll::Ready(Ok(buf.len()))
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -1,10 +1,11 @@
 //! The operating-system seam: everything the node asks of the OS about the programs it runs.
 //!
 //! - [`PtySpawner`] starts a program on a new pseudo-terminal and hands back a [`SpawnedPty`]:
-//!   the PTY's output and input as blocking byte streams, the [`Terminal`] (resize, the
-//!   foreground process's working directory) and the [`Child`] (wait, hang up, kill, working
-//!   directory);
-//! - [`native`] is the real implementation (portable-pty for the PTY, rustix for signals);
+//!   the PTY's output and input as asynchronous byte streams (on the runtime: no thread per
+//!   session), the [`Terminal`] (resize, the foreground process's working directory) and the
+//!   [`Child`] (wait, hang up, kill, working directory);
+//! - [`native`] is the real implementation (portable-pty starts the program; the PTY's master
+//!   is non-blocking under tokio's `AsyncFd`; rustix for sizes, waits and signals);
 //! - [`fake`] is an in-memory program for tests: the test reads what was typed into it, makes it
 //!   print and exit, and sees the hang-ups, kills and resizes it received.
 //!
@@ -16,7 +17,9 @@ pub mod native;
 pub use native::NativePty;
 
 use cmdop_proto::WinSize;
-use std::io::{self, Read, Write};
+use std::io;
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -33,10 +36,10 @@ pub struct SpawnSpec {
 
 /// A running program on a PTY.
 pub struct SpawnedPty {
-    /// Output of the program (blocking reads; returns 0 or an error when it is gone).
-    pub reader: Box<dyn Read + Send>,
-    /// Input to the program (blocking writes).
-    pub writer: Box<dyn Write + Send>,
+    /// Output of the program (ends, or fails, when it is gone).
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+    /// Input to the program (pending while the program does not read).
+    pub writer: Pin<Box<dyn AsyncWrite + Send>>,
     /// The PTY itself: size and foreground process.
     pub terminal: Box<dyn Terminal>,
     /// The program.
@@ -69,6 +72,6 @@ pub trait Child: Send {
 
 /// Something that spawns programs on PTYs.
 pub trait PtySpawner: Send + Sync {
-    /// Starts `spec` on a new PTY.
+    /// Starts `spec` on a new PTY. Runs inside the tokio runtime (the PTY registers with it).
     fn spawn(&self, spec: &SpawnSpec) -> io::Result<SpawnedPty>;
 }

@@ -1,11 +1,20 @@
 //! The real PTYs and processes of this operating system: portable-pty opens the PTY and starts
-//! the program (in its own session and process group); rustix sends signals to that group;
-//! working directories are read from `/proc` (Linux; elsewhere they are unknown).
+//! the program (in its own session and process group); from then on the node holds only the
+//! PTY's master, non-blocking under tokio's `AsyncFd` (reads and writes happen on the runtime,
+//! with no thread per session), and the program's pid: rustix sets the window size, reads the
+//! foreground process group, waits for the program and signals its group; working directories
+//! are read from `/proc` (Linux; elsewhere they are unknown).
 
 use crate::os::{Child, PtySpawner, SpawnSpec, SpawnedPty, Terminal};
 use cmdop_proto::WinSize;
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::process::{kill_process_group, waitpid, Pid, Signal, WaitOptions};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The real PTYs of this operating system.
 #[derive(Debug, Default)]
@@ -28,16 +37,91 @@ impl PtySpawner for NativePty {
             .map_err(io::Error::other)?;
         // The child holds its own copy of the slave; ours must close so reads end at exit.
         drop(pair.slave);
-        let pid = child.process_id();
-        let reader = pair.master.try_clone_reader().map_err(io::Error::other)?;
-        let writer = pair.master.take_writer().map_err(io::Error::other)?;
-        Ok(SpawnedPty {
-            reader,
-            writer,
-            terminal: Box::new(NativeTerminal(pair.master)),
-            child: Box::new(NativeChild { child, pid }),
-            pid,
-        })
+        let pid = child
+            .process_id()
+            .ok_or_else(|| io::Error::other("no pid"))?;
+        // From here on the pid is waited for directly; portable-pty's handle is not needed.
+        drop(child);
+        let fd = pair
+            .master
+            .as_raw_fd()
+            .ok_or_else(|| io::Error::other("the PTY has no file descriptor"))?;
+        // SAFETY: the master PTY's descriptor is open while `pair.master` lives (to the end of
+        // this function); it is only borrowed here, to duplicate it.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let master = rustix::io::fcntl_dupfd_cloexec(borrowed, 0)?;
+        adopt(master, pid)
+    }
+}
+
+/// Takes over a PTY master and the program running on it (whose parent this process is).
+pub fn adopt(master: OwnedFd, pid: u32) -> io::Result<SpawnedPty> {
+    rustix::io::ioctl_fionbio(&master, true)?;
+    // SAFETY: an `OwnedFd` stays open and names the same descriptor for as long as it is owned,
+    // and the `AsyncFd` owns it from here on.
+    let master = unsafe { AsyncFd::register(master) }.map_err(|e| e.into_parts().1)?;
+    let master = Arc::new(master);
+    Ok(SpawnedPty {
+        reader: Box::pin(PtyMaster(master.clone())),
+        writer: Box::pin(PtyMaster(master.clone())),
+        terminal: Box::new(NativeTerminal(master)),
+        child: Box::new(NativeChild { pid }),
+        pid: Some(pid),
+    })
+}
+
+/// The master side of a PTY, as a non-blocking byte stream both ways.
+struct PtyMaster(Arc<AsyncFd<OwnedFd>>);
+
+impl AsyncRead for PtyMaster {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut ready = ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut *unfilled)?)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // Linux says EIO once the program and everything it started closed the PTY:
+                // the end of its output.
+                Ok(Err(e)) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
+                    return Poll::Ready(Ok(()))
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PtyMaster {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut ready = ready!(self.0.poll_write_ready(cx))?;
+            match ready.try_io(|fd| Ok(rustix::io::write(fd.get_ref(), buf)?)) {
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -50,34 +134,46 @@ fn pty_size(size: WinSize) -> portable_pty::PtySize {
     }
 }
 
-/// The master side of a PTY.
-struct NativeTerminal(Box<dyn portable_pty::MasterPty + Send>);
+/// The PTY's master, for its size and foreground process group.
+struct NativeTerminal(Arc<AsyncFd<OwnedFd>>);
 
 impl Terminal for NativeTerminal {
     fn resize(&self, size: WinSize) -> io::Result<()> {
-        self.0.resize(pty_size(size)).map_err(io::Error::other)
+        let size = rustix::termios::Winsize {
+            ws_row: size.rows,
+            ws_col: size.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        Ok(rustix::termios::tcsetwinsize(
+            self.0.get_ref().as_fd(),
+            size,
+        )?)
     }
 
     fn foreground_cwd(&self) -> Option<String> {
-        let leader = self.0.process_group_leader()?;
-        process_cwd(u32::try_from(leader).ok()?)
+        let group = rustix::termios::tcgetpgrp(self.0.get_ref().as_fd()).ok()?;
+        process_cwd(group.as_raw_nonzero().get().unsigned_abs())
     }
 }
 
+/// The program, known by its pid (this process is its parent).
 struct NativeChild {
-    child: Box<dyn portable_pty::Child + Send + Sync>,
-    pid: Option<u32>,
+    pid: u32,
 }
 
 impl Child for NativeChild {
     fn try_wait(&mut self) -> io::Result<Option<i32>> {
-        let Some(status) = self.child.try_wait()? else {
+        let Some(pid) = pid_of(self.pid) else {
+            return Err(io::Error::other("not a process id"));
+        };
+        let Some((_, status)) = waitpid(Some(pid), WaitOptions::NOHANG)? else {
             return Ok(None);
         };
-        if let Some(signal) = status.signal() {
-            return Ok(Some(128 + signal_number(signal)));
+        if let Some(signal) = status.terminating_signal() {
+            return Ok(Some(128 + signal));
         }
-        Ok(Some(i32::try_from(status.exit_code()).unwrap_or(i32::MAX)))
+        Ok(Some(status.exit_status().unwrap_or(-1)))
     }
 
     fn hang_up(&self) {
@@ -90,21 +186,24 @@ impl Child for NativeChild {
     }
 
     fn cwd(&self) -> Option<String> {
-        process_cwd(self.pid?)
+        process_cwd(self.pid)
     }
 }
 
-/// Sends `signal` to the process group `pid`. A stale group only yields ESRCH, ignored.
-fn signal_group(pid: Option<u32>, signal: Signal) {
-    // Group 1 would mean "every process we may signal" to kill(2): never a session's group.
-    let Some(pid) = pid
+/// `pid` as a process id that can be signalled or waited for: never 0 or 1 (to kill(2), group 1
+/// would mean "every process we may signal").
+fn pid_of(pid: u32) -> Option<Pid> {
+    Some(pid)
         .filter(|&pid| pid > 1)
         .and_then(|pid| i32::try_from(pid).ok())
         .and_then(Pid::from_raw)
-    else {
-        return;
-    };
-    let _ = kill_process_group(pid, signal);
+}
+
+/// Sends `signal` to the process group `pid`. A stale group only yields ESRCH, ignored.
+fn signal_group(pid: u32, signal: Signal) {
+    if let Some(pid) = pid_of(pid) {
+        let _ = kill_process_group(pid, signal);
+    }
 }
 
 /// The working directory of process `pid`, read from `/proc`.
@@ -112,36 +211,4 @@ fn process_cwd(pid: u32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/cwd"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
-}
-
-/// portable-pty reports signals by name; map the common ones back to numbers.
-fn signal_number(name: &str) -> i32 {
-    let name = name.to_ascii_lowercase();
-    [
-        ("hangup", Signal::HUP),
-        ("interrupt", Signal::INT),
-        ("quit", Signal::QUIT),
-        ("killed", Signal::KILL),
-        ("terminated", Signal::TERM),
-        ("segmentation", Signal::SEGV),
-        ("abort", Signal::ABORT),
-    ]
-    .iter()
-    .find(|(word, _)| name.contains(word))
-    .map(|(_, signal)| signal.as_raw())
-    .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signal_names_map_to_numbers() {
-        assert_eq!(signal_number("Hangup"), 1);
-        assert_eq!(signal_number("Killed"), 9);
-        assert_eq!(signal_number("Terminated"), 15);
-        assert_eq!(signal_number("Segmentation fault"), 11);
-        assert_eq!(signal_number("User defined signal 1"), 0);
-    }
 }

@@ -162,6 +162,7 @@ struct AttachmentGuard {
 impl Drop for AttachmentGuard {
     fn drop(&mut self) {
         self.session.release(self.attachment);
+        self.session.rest_screen();
         self.registry.touch();
         tracing::info!(session = %self.session.id, "detached");
     }

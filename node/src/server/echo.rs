@@ -28,6 +28,8 @@ struct Pending {
 #[derive(Debug, Default)]
 pub struct EchoLedger {
     pending: VecDeque<Pending>,
+    /// Everything below this sequence number was applied at least a grace ago.
+    graced: u64,
 }
 
 impl EchoLedger {
@@ -50,8 +52,15 @@ impl EchoLedger {
         for pending in self.pending.iter_mut() {
             if pending.end.is_none() && pending.due <= now {
                 pending.end = Some(end);
+                self.graced = self.graced.max(pending.seq);
             }
         }
+    }
+
+    /// Everything below this sequence number was applied at least a grace ago: the moment to
+    /// acknowledge it, in the same packet as its echo ack, off the keystroke's path.
+    pub fn graced(&self) -> u64 {
+        self.graced
     }
 
     /// The highest sequence number whose echo, if any, is in output below `sent` (the output
@@ -83,7 +92,9 @@ mod tests {
         assert_eq!(ledger.next_due(), Some(now + ECHO_GRACE));
         ledger.tick(now + ECHO_GRACE / 2, 100);
         assert_eq!(ledger.ready(1_000), None, "the grace is not over");
+        assert_eq!(ledger.graced(), 0);
         ledger.tick(now + ECHO_GRACE, 120);
+        assert_eq!(ledger.graced(), 3);
         assert_eq!(ledger.next_due(), None);
         assert_eq!(ledger.ready(119), None, "output up to 120 not sent yet");
         assert_eq!(ledger.ready(120), Some(3));

@@ -153,9 +153,14 @@ impl<'a> Pump<'a> {
     /// ends the attachment or the stream fails.
     pub(super) async fn run<S: FrameSink>(mut self, send: &mut S, mut kick: Kick) {
         let mut changes = self.session.subscribe();
-        let mut sent_ack = self.acks.get();
+        let mut acks = AcksSent {
+            applied: self.acks.get(),
+            sent: self.acks.get(),
+        };
         // Input applied on an earlier link of this client gets its echo acknowledgement here.
-        self.echo.applied(sent_ack, std::time::Instant::now());
+        if acks.applied > 0 {
+            self.echo.applied(acks.applied, std::time::Instant::now());
+        }
         let mut exit_seen: Option<Instant> = None;
         loop {
             // Checked on every round, not only when idle: under a flood the pump never idles,
@@ -167,7 +172,7 @@ impl<'a> Pump<'a> {
                 let _ = send.send(&AttachOutput::Detached(reason)).await;
                 return;
             }
-            if !self.send_acks(send, &mut sent_ack).await {
+            if !self.send_acks(send, &mut acks).await {
                 return;
             }
             let (exit, drained) = {
@@ -218,24 +223,27 @@ impl<'a> Pump<'a> {
         }
     }
 
-    /// Sends an input acknowledgement when more input was applied, and echo acknowledgements
-    /// whose grace is over and whose output went out; false when the stream failed.
-    async fn send_acks<S: FrameSink>(&mut self, send: &mut S, sent_ack: &mut u64) -> bool {
+    /// Sends the input acknowledgement of input applied a grace ago, and echo acknowledgements
+    /// whose grace is over and whose output went out; false when the stream failed. Nothing is
+    /// sent at the moment a keystroke is applied: its echo is the first packet back, and its
+    /// acknowledgements follow together a grace later.
+    async fn send_acks<S: FrameSink>(&mut self, send: &mut S, acks: &mut AcksSent) -> bool {
         let now = Instant::now();
-        let ack = self.acks.get();
-        if ack != *sent_ack {
-            *sent_ack = ack;
-            self.echo.applied(ack, now.into_std());
-            if send
-                .send(&AttachOutput::InputAck { seq: ack })
-                .await
-                .is_err()
-            {
-                return false;
-            }
+        let applied = self.acks.get();
+        if applied != acks.applied {
+            acks.applied = applied;
+            self.echo.applied(applied, now.into_std());
         }
         let end = self.session.lock().ring.end();
         self.echo.tick(now.into_std(), end);
+        let graced = self.echo.graced();
+        if graced > acks.sent {
+            acks.sent = graced;
+            let ack = AttachOutput::InputAck { seq: graced };
+            if send.send(&ack).await.is_err() {
+                return false;
+            }
+        }
         match self.echo.ready(self.cursor) {
             Some(seq) => send.send(&AttachOutput::EchoAck { seq }).await.is_ok(),
             None => true,
@@ -379,6 +387,12 @@ impl Kick {
         }
         std::future::pending().await
     }
+}
+
+/// The input acknowledged so far: applied to the PTY, and told to the client.
+struct AcksSent {
+    applied: u64,
+    sent: u64,
 }
 
 /// What [`Pump::send_output`] did.

@@ -2,10 +2,12 @@
 //! that decides when it is idle.
 //!
 //! Data flow:
-//! - a dedicated reader thread moves PTY output into the ringbuffer and bumps a `watch`
-//!   counter, which wakes every attachment; nothing is queued per client, so a slow client
-//!   never blocks the reader;
-//! - a dedicated writer thread drains a bounded channel of input into the PTY;
+//! - a reader task on the runtime moves PTY output into the ringbuffer (and the screen model)
+//!   and bumps a `watch` counter, which wakes every attachment; nothing is queued per client, so
+//!   a slow client never blocks the reader. It reads into a buffer of the worker thread, so an
+//!   idle session holds no read buffer;
+//! - a writer task drains a bounded channel of input into the PTY; a program that stops
+//!   reading leaves only that task waiting (no thread, nothing else blocked);
 //! - the exit is noticed without a thread of its own: the registry's SIGCHLD watcher asks every
 //!   session ([`Session::poll_exit`]), which records the exit code and bumps the same counter.
 //!
@@ -27,9 +29,12 @@ use crate::session::ringbuf::RingBuffer;
 use crate::session::screen::{ScreenShot, SessionScreen};
 use cmdop_proto::resync::InputLedger;
 use cmdop_proto::{SessionInfo, WinSize};
-use std::io::{Read, Write};
+use std::cell::RefCell;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -108,16 +113,23 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// How much the reader thread reads at once. A PTY hands out at most a few KiB per read, and
-/// this buffer lives as long as the session: keep it small (1,000 idle sessions should cost
-/// little).
-const READ_CHUNK: usize = 8 * 1024;
+/// How much a reader task reads at once, into its worker thread's buffer (one per thread, not
+/// per session).
+const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// A screen model nobody watches sleeps this long after the last output.
+const SCREEN_SLEEP_AFTER: Duration = Duration::from_secs(5);
 
 /// Bytes parsed per step when the screen catches up from the ringbuffer.
 const CATCH_UP_CHUNK: usize = 64 * 1024;
 
 impl Session {
-    /// Starts a session around a spawned PTY; spawns its reader and writer threads.
+    /// Starts a session around a spawned PTY; spawns its reader and writer tasks (inside the
+    /// tokio runtime).
     pub fn start(
         spec: &SpawnSpec,
         spawned: SpawnedPty,
@@ -166,13 +178,8 @@ impl Session {
             terminal: Mutex::new(terminal),
             child: Mutex::new(Some(child)),
         });
-        let weak = Arc::downgrade(&session);
-        spawn_thread(format!("pty-read-{}", session.id), move || {
-            read_output(reader, weak)
-        });
-        spawn_thread(format!("pty-write-{}", session.id), move || {
-            write_input(writer, input_rx)
-        });
+        tokio::spawn(read_output(reader, Arc::downgrade(&session)));
+        tokio::spawn(write_input(writer, input_rx));
         session
     }
 
@@ -229,8 +236,14 @@ impl Session {
     /// Parses output as it comes while that stays cheap (within the screen's budget); a flood
     /// is left for [`Session::caught_up_screen`].
     fn parse_inline(&self, bytes: &[u8], end: u64) {
+        let watched = self.lock().live_attachments > 0;
         let mut screen = self.screen();
         let backlog = end - screen.offset();
+        // Nobody watches a sleeping model: let output gather (a shell's prompt never wakes it)
+        // and parse it in one go well before the catch-up would skip any of it.
+        if !watched && screen.is_asleep() && backlog < screen::CATCH_UP_TAIL / 4 {
+            return;
+        }
         if !screen.may_parse(backlog, std::time::Instant::now()) {
             return;
         }
@@ -282,6 +295,13 @@ impl Session {
                 .warming
                 .store(false, std::sync::atomic::Ordering::Release);
         });
+    }
+
+    /// Lets the screen model sleep (keeping only its dump) while no attachment is live.
+    pub fn rest_screen(&self) {
+        if self.lock().live_attachments == 0 {
+            self.screen().sleep();
+        }
     }
 
     /// The screen now, and the output offset it stands for.
@@ -377,29 +397,36 @@ impl Session {
         };
         child.hang_up();
         // The session is gone from the registry, so nothing else will reap the program.
-        spawn_thread("pty-reap".into(), move || reap(child));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(reap(child))),
+            // Outside the runtime (the node is going away): no time to wait for it.
+            Err(_) => child.kill(),
+        }
     }
 }
 
-/// Starts a named thread; a failure is logged (the session then lacks that thread).
-fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new().name(name).spawn(f) {
-        tracing::error!("cannot start a session thread: {e}");
-    }
-}
-
-/// The reader thread: PTY output into the ringbuffer until the PTY's output ends.
-fn read_output(mut reader: Box<dyn Read + Send>, session: Weak<Session>) {
-    let mut buf = vec![0u8; READ_CHUNK];
+/// The reader task: PTY output into the ringbuffer until the PTY's output ends. A while after
+/// the last output it lets the screen model of a session nobody watches sleep.
+async fn read_output(mut reader: Pin<Box<dyn AsyncRead + Send>>, session: Weak<Session>) {
+    let mut rest_at = None;
     loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let read = std::future::poll_fn(|cx| read_some(reader.as_mut(), cx, &session));
+        let more = tokio::select! {
+            more = read => more,
+            _ = sleep_until(rest_at) => {
+                rest_at = None;
+                if let Some(session) = session.upgrade() {
+                    session.rest_screen();
+                }
+                continue;
+            }
         };
-        let Some(session) = session.upgrade() else {
-            return;
-        };
-        session.append_output(&buf[..n]);
+        if !more {
+            break;
+        }
+        rest_at = Some(tokio::time::Instant::now() + SCREEN_SLEEP_AFTER);
+        // A flooding program yields to the other tasks now and then.
+        tokio::task::consume_budget().await;
     }
     if let Some(session) = session.upgrade() {
         session.lock().lifecycle.drained();
@@ -407,14 +434,45 @@ fn read_output(mut reader: Box<dyn Read + Send>, session: Weak<Session>) {
     }
 }
 
-/// The writer thread: queued input into the PTY until the session or the PTY goes.
-fn write_input(mut writer: Box<dyn Write + Send>, mut input: mpsc::Receiver<Vec<u8>>) {
-    while let Some(bytes) = input.blocking_recv() {
-        if writer
-            .write_all(&bytes)
-            .and_then(|_| writer.flush())
-            .is_err()
-        {
+/// Sleeps until `at` (forever when None).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads what the PTY has into this thread's buffer and appends it to the session: Ready(true)
+/// after some output, Ready(false) at the end (or when the session is gone).
+fn read_some(
+    reader: Pin<&mut (dyn AsyncRead + Send)>,
+    cx: &mut std::task::Context<'_>,
+    session: &Weak<Session>,
+) -> Poll<bool> {
+    READ_BUFFER.with_borrow_mut(|buffer| {
+        let mut read = ReadBuf::new(buffer);
+        match reader.poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(false),
+            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(false),
+            Poll::Ready(Ok(())) => match session.upgrade() {
+                Some(session) => {
+                    session.append_output(read.filled());
+                    Poll::Ready(true)
+                }
+                None => Poll::Ready(false),
+            },
+        }
+    })
+}
+
+/// The writer task: queued input into the PTY until the session or the PTY goes.
+async fn write_input(
+    mut writer: Pin<Box<dyn AsyncWrite + Send>>,
+    mut input: mpsc::Receiver<Vec<u8>>,
+) {
+    while let Some(bytes) = input.recv().await {
+        if writer.write_all(&bytes).await.is_err() {
             break;
         }
     }
@@ -422,19 +480,19 @@ fn write_input(mut writer: Box<dyn Write + Send>, mut input: mpsc::Receiver<Vec<
 
 /// Gives a hung-up program's group two seconds to leave, then insists; reaps the program either
 /// way.
-fn reap(mut child: Box<dyn Child>) {
-    let gone = |child: &mut Box<dyn Child>| {
+async fn reap(mut child: Box<dyn Child>) {
+    async fn gone(child: &mut Box<dyn Child>) -> bool {
         for _ in 0..40 {
             if !matches!(child.try_wait(), Ok(None)) {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         false
-    };
-    if !gone(&mut child) {
+    }
+    if !gone(&mut child).await {
         child.kill();
-        gone(&mut child);
+        gone(&mut child).await;
     }
 }
 

@@ -12,6 +12,10 @@
 //! up from the ringbuffer first. A backlog larger than [`CATCH_UP_TAIL`] is skipped to its
 //! last part, from a line start: exact for everything but a flood that changes modes or draws
 //! in place in the skipped part, and never more than some 40 ms of work.
+//!
+//! A model of 80x24 takes some 40 KiB. A session nobody watches lets it sleep
+//! ([`SessionScreen::sleep`]): the model becomes its dump (the bytes that redraw it exactly, a
+//! few hundred for a shell prompt) and wakes, rebuilt from them, when output or a reader comes.
 
 use cmdop_proto::WinSize;
 use cmdop_screen::Screen;
@@ -32,12 +36,23 @@ const LINE_SEARCH: usize = 4096;
 /// The screen model of one session and how far into the output it has read.
 #[derive(Debug)]
 pub struct SessionScreen {
-    screen: Screen,
+    model: Model,
     /// One past the last output byte fed.
     offset: u64,
     /// Bytes the reader may still parse inline, and when that was last topped up.
     allowance: f64,
     topped_up: Instant,
+}
+
+/// The model, awake or asleep.
+#[derive(Debug)]
+enum Model {
+    Awake(Box<Screen>),
+    /// The bytes that redraw it on a blank screen of its size.
+    Asleep {
+        dump: Vec<u8>,
+        size: WinSize,
+    },
 }
 
 /// Where a catch-up reads from.
@@ -70,9 +85,12 @@ impl SessionScreen {
     /// An empty screen of `size`, standing for the output below `offset` (already printed
     /// bytes are fed with [`SessionScreen::feed`]).
     pub fn new(size: WinSize, offset: u64) -> Self {
-        let size = clamp(size);
         SessionScreen {
-            screen: Screen::new(size.cols, size.rows),
+            // A blank screen costs nothing until output comes.
+            model: Model::Asleep {
+                dump: Vec::new(),
+                size: clamp(size),
+            },
             offset,
             allowance: INLINE_BURST,
             topped_up: Instant::now(),
@@ -129,29 +147,60 @@ impl SessionScreen {
 
     /// Feeds output that ends at offset `end`.
     pub fn feed(&mut self, bytes: &[u8], end: u64) {
-        self.screen.feed(bytes);
+        self.awake().feed(bytes);
         self.offset = end;
     }
 
     /// Follows the PTY's size.
     pub fn resize(&mut self, size: WinSize) {
         let size = clamp(size);
-        self.screen.resize(size.cols, size.rows);
+        self.awake().resize(size.cols, size.rows);
     }
 
     /// The screen now.
-    pub fn shot(&self) -> ScreenShot {
-        let (cols, rows) = self.screen.size();
+    pub fn shot(&mut self) -> ScreenShot {
+        let offset = self.offset;
+        let screen = self.awake();
+        let (cols, rows) = screen.size();
         ScreenShot {
-            offset: self.offset,
+            offset,
             size: WinSize { rows, cols },
-            dump: self.screen.dump(),
+            dump: screen.dump(),
         }
     }
 
     /// The screen model itself, for text views.
-    pub fn screen(&self) -> &Screen {
-        &self.screen
+    pub fn screen(&mut self) -> &Screen {
+        self.awake()
+    }
+
+    /// Puts the model to sleep: it keeps only the bytes that redraw it.
+    pub fn sleep(&mut self) {
+        if let Model::Awake(screen) = &self.model {
+            let (cols, rows) = screen.size();
+            self.model = Model::Asleep {
+                dump: screen.dump(),
+                size: WinSize { rows, cols },
+            };
+        }
+    }
+
+    /// Whether the model is asleep.
+    pub fn is_asleep(&self) -> bool {
+        matches!(self.model, Model::Asleep { .. })
+    }
+
+    /// The model, woken (rebuilt from its dump) if it slept.
+    fn awake(&mut self) -> &mut Screen {
+        if let Model::Asleep { dump, size } = &self.model {
+            let mut screen = Screen::new(size.cols, size.rows);
+            screen.feed(dump);
+            self.model = Model::Awake(Box::new(screen));
+        }
+        match &mut self.model {
+            Model::Awake(screen) => screen,
+            Model::Asleep { .. } => unreachable!("woken just above"),
+        }
     }
 }
 
@@ -222,8 +271,24 @@ mod tests {
     }
 
     #[test]
+    fn a_sleeping_screen_wakes_cell_for_cell() {
+        let mut screen = SessionScreen::new(WinSize { rows: 5, cols: 20 }, 0);
+        assert!(screen.is_asleep(), "blank until output comes");
+        let output = b"\x1b[?1049h\x1b[2;3H\x1b[1;31mred\x1b[0m plain\r\nnext\x1b[?25l";
+        screen.feed(output, output.len() as u64);
+        let awake = screen.shot();
+        screen.sleep();
+        assert!(screen.is_asleep());
+        assert_eq!(screen.shot(), awake);
+        assert!(!screen.is_asleep());
+        let mut fresh = Screen::new(20, 5);
+        fresh.feed(output);
+        assert_eq!(screen.screen().compare(&fresh), Ok(()));
+    }
+
+    #[test]
     fn absurd_sizes_are_clamped() {
-        let zero = SessionScreen::new(WinSize { rows: 0, cols: 0 }, 0);
+        let mut zero = SessionScreen::new(WinSize { rows: 0, cols: 0 }, 0);
         assert_eq!(zero.shot().size, WinSize { rows: 1, cols: 1 });
         let mut huge = SessionScreen::new(WinSize::default(), 0);
         huge.resize(WinSize {

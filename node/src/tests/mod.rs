@@ -229,7 +229,9 @@ impl Client {
         loop {
             match self.frame().await {
                 AttachOutput::InputAck { seq: acked } if acked >= seq => return acked,
-                AttachOutput::InputAck { .. } | AttachOutput::Output { .. } => {}
+                AttachOutput::InputAck { .. }
+                | AttachOutput::EchoAck { .. }
+                | AttachOutput::Output { .. } => {}
                 other => panic!("expected an acknowledgement, got {other:?}"),
             }
         }
@@ -239,7 +241,9 @@ impl Client {
     async fn last(&mut self) -> AttachOutput {
         loop {
             match self.frame().await {
-                AttachOutput::InputAck { .. } | AttachOutput::Output { .. } => {}
+                AttachOutput::InputAck { .. }
+                | AttachOutput::EchoAck { .. }
+                | AttachOutput::Output { .. } => {}
                 end => return end,
             }
         }

@@ -3,7 +3,8 @@
 //! resumes where the terminal left off.
 
 use super::link::{downlink, open_link, AttachFailure, Link, LinkEnd};
-use super::path_watch::{PathAction, PathWatch};
+use super::path_watch::{PathAction, PathWatch, Received};
+use super::shown::ShownReports;
 use super::{lock, AttachSpec, Command, End, Event, LinkState};
 use crate::dial::{ClientError, Dialer, Target};
 use crate::wire::{FramedSend, SendError};
@@ -34,6 +35,8 @@ pub(super) struct Driver {
     shared_rtt: Arc<std::sync::atomic::AtomicU64>,
     /// This attachment's keystroke stream.
     input_stream: u64,
+    /// When to tell the node how far output was shown, on the current link.
+    reports: ShownReports,
 }
 
 /// What the driver needs from the attachment it drives.
@@ -69,6 +72,7 @@ impl Driver {
             rtt: Duration::from_millis(100),
             shared_rtt: channels.rtt,
             input_stream,
+            reports: ShownReports::default(),
         }
     }
 
@@ -122,7 +126,7 @@ impl Driver {
             return LinkEnd::Lost(e.to_string());
         }
         let shown = Arc::new(Notify::new());
-        let mut reported = 0;
+        self.reports = ShownReports::default();
         let mut reporting = true;
         let mut downlink = tokio::spawn(downlink(
             recv,
@@ -132,7 +136,7 @@ impl Driver {
             shown.clone(),
         ));
         let mut watch = PathWatch::new(
-            connection.stats().udp_rx.datagrams,
+            self.received(&connection),
             Instant::now(),
             SystemTime::now(),
         );
@@ -150,14 +154,19 @@ impl Driver {
                 _ = shown.notified(), if reporting => {
                     // A node that stopped reading (it detached us, and its reason is on the
                     // way down) is not a lost link: the output stream says how this ends.
-                    reporting = self.report_shown(&mut reported, &mut send).await.is_ok();
+                    let offset = self.reports.shown(self.shown_offset(), Instant::now());
+                    reporting = report_shown(offset, &mut send).await.is_ok();
+                }
+                _ = sleep_until_due(self.reports.due()), if reporting => {
+                    let offset = self.reports.take_due(self.shown_offset());
+                    reporting = report_shown(offset, &mut send).await.is_ok();
                 }
                 _ = tokio::time::sleep_until(next_tick) => {
                     let now = Instant::now();
-                    let datagrams = connection.stats().udp_rx.datagrams;
+                    let received = self.received(&connection);
                     let rtt = connection.rtt();
                     self.shared_rtt.store(rtt.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-                    let action = watch.tick(now, SystemTime::now(), datagrams, rtt);
+                    let action = watch.tick(now, SystemTime::now(), received, rtt);
                     next_tick = tokio::time::Instant::now() + watch.tick_interval();
                     if let Err(e) = self.on_tick(action, now, &connection, &mut send).await {
                         break LinkEnd::Lost(e.to_string());
@@ -169,18 +178,17 @@ impl Driver {
         end
     }
 
-    /// Tells the node how far the terminal has shown output, if further than last reported.
-    async fn report_shown(
-        &self,
-        reported: &mut u64,
-        send: &mut FramedSend,
-    ) -> Result<(), SendError> {
-        let offset = lock(&self.resync).resume_from();
-        if offset <= *reported {
-            return Ok(());
+    /// What the connection has received so far: datagrams, and output bytes.
+    fn received(&self, connection: &quinn::Connection) -> Received {
+        Received {
+            datagrams: connection.stats().udp_rx.datagrams,
+            output: lock(&self.resync).resume_from(),
         }
-        *reported = offset;
-        send.send(&AttachInput::Shown { offset }).await
+    }
+
+    /// How far the terminal has shown output.
+    fn shown_offset(&self) -> u64 {
+        lock(&self.resync).resume_from()
     }
 
     /// Sends again the keystrokes typed while the link was down, in frames well under the
@@ -209,6 +217,12 @@ impl Driver {
             Some(Command::Input(bytes)) => {
                 if self.spec.mode == AttachMode::ReadOnly || bytes.is_empty() {
                     return None;
+                }
+                // The waiting report goes first, in the same packet: the node judges the keystroke
+                // by how far the terminal really is.
+                let offset = self.reports.before_input(self.shown_offset());
+                if let Err(e) = report_shown(offset, send).await {
+                    return Some(LinkEnd::Lost(e.to_string()));
                 }
                 let seq = lock(&self.resync).input(&bytes);
                 AttachInput::Input { seq, data: bytes }
@@ -373,5 +387,21 @@ fn dial_failure(error: ClientError) -> AttachFailure {
             AttachFailure::Final(End::Gone(e.to_string()))
         }
         e => AttachFailure::Retry(e.to_string()),
+    }
+}
+
+/// Tells the node how far the terminal has shown output, when there is something to tell.
+async fn report_shown(offset: Option<u64>, send: &mut FramedSend) -> Result<(), SendError> {
+    match offset {
+        Some(offset) => send.send(&AttachInput::Shown { offset }).await,
+        None => Ok(()),
+    }
+}
+
+/// Sleeps until `due` (forever when None).
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await,
+        None => std::future::pending().await,
     }
 }

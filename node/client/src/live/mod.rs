@@ -20,6 +20,7 @@
 mod driver;
 mod link;
 mod path_watch;
+mod shown;
 
 use crate::dial::{ClientError, Dialer, NodeClient};
 use cmdop_proto::resync::{Resync, ResyncStats};

@@ -14,6 +14,10 @@ fn rss_kib(pid: u32) -> u64 {
     procfs::status_kib(pid, "VmRSS:").unwrap_or(0)
 }
 
+fn threads(pid: u32) -> i64 {
+    procfs::status_kib(pid, "Threads:").unwrap_or(0) as i64
+}
+
 /// CPU seconds and wake-ups so far.
 fn cpu_and_wakeups(pid: u32) -> (f64, u64) {
     (procfs::cpu_seconds(pid), procfs::wakeups(pid))
@@ -21,7 +25,12 @@ fn cpu_and_wakeups(pid: u32) -> (f64, u64) {
 
 struct Figures {
     name: &'static str,
+    /// RSS growth per session, everything included.
     kib_per_session: f64,
+    /// The same less the scrollback the sessions hold.
+    kib_beyond_scrollback: f64,
+    /// Threads added for all the sessions.
+    threads_added: i64,
     idle_cpu_ms: f64,
     idle_wakeups_per_s: f64,
     list_ms: f64,
@@ -41,13 +50,25 @@ pub fn run() {
     }
     println!();
     println!(
-        "{:<8} {:>18} {:>22} {:>20} {:>16}",
-        "", "KiB per session", "idle CPU (ms per 10 s)", "idle wake-ups/s", "list all (ms)"
+        "{:<8} {:>16} {:>18} {:>15} {:>22} {:>16} {:>14}",
+        "",
+        "KiB per session",
+        "less scrollback",
+        "threads added",
+        "idle CPU (ms per 10 s)",
+        "idle wake-ups/s",
+        "list all (ms)"
     );
     for f in &rows {
         println!(
-            "{:<8} {:>18.1} {:>22.1} {:>20.1} {:>16.1}",
-            f.name, f.kib_per_session, f.idle_cpu_ms, f.idle_wakeups_per_s, f.list_ms
+            "{:<8} {:>16.1} {:>18.1} {:>15} {:>22.1} {:>16.1} {:>14.1}",
+            f.name,
+            f.kib_per_session,
+            f.kib_beyond_scrollback,
+            f.threads_added,
+            f.idle_cpu_ms,
+            f.idle_wakeups_per_s,
+            f.list_ms
         );
     }
     if let [cmdop, tmux] = &rows[..] {
@@ -69,6 +90,7 @@ fn cmdop_figures() -> Figures {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let pid = node.pid();
     eprintln!("creating {SESSIONS} cmdop sessions...");
+    let base_threads = threads(pid);
     let (base_kib, after_kib, ring_bytes, idle, list_ms) = runtime.block_on(async {
         let dialer = home.dialer(Duration::from_secs(5));
         let target = node.target("local");
@@ -80,14 +102,19 @@ fn cmdop_figures() -> Figures {
         for _ in 1..SESSIONS {
             client.call(CreateSession::default()).await.unwrap();
         }
-        // Let every shell print its prompt and settle.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Let every shell print its prompt and settle (the node lets the screen models of
+        // unwatched sessions sleep 5 s after their last output).
+        tokio::time::sleep(Duration::from_secs(6)).await;
         let started = Instant::now();
         let list = client.call(ListSessions).await.unwrap();
         let list_ms = started.elapsed().as_secs_f64() * 1000.0;
         assert_eq!(list.len(), SESSIONS);
         let ring: u64 = list.iter().map(|s| s.output_bytes).sum();
         let after = rss_kib(pid);
+        eprintln!(
+            "node threads: {base_threads} before, {} with {SESSIONS} sessions",
+            threads(pid)
+        );
         client.close().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let before = cpu_and_wakeups(pid);
@@ -108,11 +135,13 @@ fn cmdop_figures() -> Figures {
     println!(
         "cmdop: node RSS {base_kib} KiB -> {after_kib} KiB for {SESSIONS} sessions holding {ring_bytes} bytes of scrollback; List request {list_ms:.1} ms, 'cmdop session list --json' {cli_ms:.1} ms"
     );
-    let per_session = (after_kib.saturating_sub(base_kib) as f64 - ring_bytes as f64 / 1024.0)
-        / (SESSIONS - 1) as f64;
+    let per_session = after_kib.saturating_sub(base_kib) as f64 / (SESSIONS - 1) as f64;
+    let scrollback = ring_bytes as f64 / 1024.0 / (SESSIONS - 1) as f64;
     Figures {
         name: "cmdop",
         kib_per_session: per_session,
+        kib_beyond_scrollback: per_session - scrollback,
+        threads_added: threads(pid) - base_threads,
         idle_cpu_ms: idle.0 * 1000.0,
         idle_wakeups_per_s: idle.1 as f64 / IDLE_WINDOW.as_secs_f64(),
         list_ms: cli_ms,
@@ -137,11 +166,13 @@ fn tmux_figures() -> Figures {
         .parse()
         .unwrap_or(0);
     let base = rss_kib(pid);
+    let base_threads = threads(pid);
     for i in 1..SESSIONS {
         tmux(&["new-session", "-d", "-s", &format!("s{i}")]);
     }
     std::thread::sleep(Duration::from_secs(3));
     let after = rss_kib(pid);
+    let threads_added = threads(pid) - base_threads;
     let started = Instant::now();
     let out = tmux(&["list-sessions"]);
     let list_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -151,9 +182,13 @@ fn tmux_figures() -> Figures {
     let idle = cpu_and_wakeups(pid);
     tmux(&["kill-server"]);
     println!("tmux: server RSS {base} KiB -> {after} KiB for {SESSIONS} sessions; 'tmux list-sessions' {list_ms:.1} ms");
+    let per_session = after.saturating_sub(base) as f64 / (SESSIONS - 1) as f64;
     Figures {
         name: "tmux",
-        kib_per_session: after.saturating_sub(base) as f64 / (SESSIONS - 1) as f64,
+        kib_per_session: per_session,
+        // tmux's history is in its RSS too; it is not counted apart.
+        kib_beyond_scrollback: per_session,
+        threads_added,
         idle_cpu_ms: (idle.0 - before.0) * 1000.0,
         idle_wakeups_per_s: (idle.1 - before.1) as f64 / IDLE_WINDOW.as_secs_f64(),
         list_ms,
