@@ -155,7 +155,9 @@ struct Walk<'a> {
 impl<'a> Walk<'a> {
     /// Takes one word before the cursor.
     fn step(&mut self, word: &str) {
-        if let Some(arg) = self.pending.take() {
+        if word == "=" && self.pending.is_some() {
+            // bash splits `--host=vps` into three words.
+        } else if let Some(arg) = self.pending.take() {
             self.note_host(arg, word);
         } else if let Some(long) = word.strip_prefix("--").filter(|l| !l.is_empty()) {
             self.option(long);
@@ -297,6 +299,11 @@ mod tests {
         assert_eq!(slot("cmdop session show --tail 5 de"), session(None));
         assert_eq!(slot("cmdop session send --host vps "), session(Some("vps")));
         assert_eq!(slot("cmdop session show --host=vps "), session(Some("vps")));
+        assert_eq!(
+            slot("cmdop session show --host = vps "),
+            session(Some("vps"))
+        );
+        assert_eq!(slot("cmdop session list --host = "), Some(Slot::Host));
         assert_eq!(slot("cmdop connect vps --session "), session(Some("vps")));
         assert_eq!(slot("cmdop session migrate --to vps "), session(None));
         assert_eq!(slot("cmdop session attach -i "), session(None));
