@@ -59,20 +59,10 @@ fn main() -> ExitCode {
     {
         return cmd::complete::run(Cli::command(), &args[2..]);
     }
-    let command = match Cli::parse().command {
-        // These need neither the config nor the runtime.
-        Command::Completions(args) => {
-            return exit_code(
-                cmd::completions::run(Cli::command(), &args).map(|()| ExitCode::SUCCESS),
-            )
-        }
-        Command::Man(args) => {
-            return exit_code(
-                cmdop_dist::run_man(Cli::command(), &args).map(|()| ExitCode::SUCCESS),
-            )
-        }
-        command => command,
-    };
+    let cli = Cli::parse();
+    if let Some(code) = run_offline(&cli.command) {
+        return code;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -86,7 +76,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let context = context::Context::load()?;
-        let result = match command {
+        let result = match cli.command {
             Command::Connect(args) => cmd::connect::run(args, &context).await,
             Command::Session(command) => cmd::session::run(command, &context).await,
             Command::Host(command) => cmd::host::run(command, &context).await,
@@ -103,6 +93,16 @@ fn main() -> ExitCode {
     // Do not wait for background tasks (e.g. a stdin reader) to finish.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     exit_code(result)
+}
+
+/// Runs the commands that need neither the config nor the runtime.
+fn run_offline(command: &Command) -> Option<ExitCode> {
+    let result = match command {
+        Command::Completions(args) => cmd::completions::run(Cli::command(), args),
+        Command::Man(args) => cmdop_dist::run_man(Cli::command(), args),
+        _ => return None,
+    };
+    Some(exit_code(result.map(|()| ExitCode::SUCCESS)))
 }
 
 /// The exit code of a command's `result`, after printing its error if any.

@@ -7,6 +7,8 @@ _cmdop_dynamic() {
     if candidates=$(cmdop __complete -- "${COMP_WORDS[@]:0:COMP_CWORD+1}" 2>/dev/null); then
         local IFS=$'\n'
         COMPREPLY=($candidates)
+        # No names is no names, not a reason to offer file names.
+        compopt +o default +o bashdefault 2>/dev/null
         return 0
     fi
     _cmdop "$@"
