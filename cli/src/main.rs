@@ -13,7 +13,7 @@ mod output;
 mod resolve;
 mod terminal;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// cmdop: remote terminals that survive network changes, with sessions that outlive the client.
@@ -39,6 +39,10 @@ enum Command {
     Host(cmd::host::Command),
     /// Print this client's key fingerprint (give it to 'cmdop-node authorize' on a host).
     Id,
+    /// Print a shell completion script (host and session names too in bash, zsh and fish).
+    Completions(cmdop_dist::CompletionsArgs),
+    /// Print the man page, or write one page per command with --dir.
+    Man(cmdop_dist::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,7 +52,17 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|arg| arg == cmd::complete::SUBCOMMAND)
+    {
+        return cmd::complete::run(Cli::command(), &args[2..]);
+    }
     let cli = Cli::parse();
+    if let Some(code) = run_offline(&cli.command) {
+        return code;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -70,12 +84,29 @@ fn main() -> ExitCode {
                 println!("{}", context.identity()?.fingerprint());
                 Ok(ExitCode::SUCCESS)
             }
+            // Handled before the runtime starts.
+            Command::Completions(_) | Command::Man(_) => Ok(ExitCode::SUCCESS),
         };
         context.finish().await;
         result
     });
     // Do not wait for background tasks (e.g. a stdin reader) to finish.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    exit_code(result)
+}
+
+/// Runs the commands that need neither the config nor the runtime.
+fn run_offline(command: &Command) -> Option<ExitCode> {
+    let result = match command {
+        Command::Completions(args) => cmd::completions::run(Cli::command(), args),
+        Command::Man(args) => cmdop_dist::run_man(Cli::command(), args),
+        _ => return None,
+    };
+    Some(exit_code(result.map(|()| ExitCode::SUCCESS)))
+}
+
+/// The exit code of a command's `result`, after printing its error if any.
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -1,7 +1,7 @@
 //! `cmdop-node`: the daemon that owns this host's sessions, plus its trust commands.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
 use cmdop_client::home::{cmdop_home, NODE_IDENTITY};
 use cmdop_node::os::NativePty;
@@ -54,6 +54,10 @@ enum Command {
     },
     /// List the authorized client keys.
     Clients,
+    /// Print a shell completion script.
+    Completions(cmdop_dist::CompletionsArgs),
+    /// Print the man page, or write one page per command with --dir.
+    Man(cmdop_dist::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +116,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("one-time token, valid for {valid}: on the client run 'cmdop host add NAME ADDR --token {token}'");
             Ok(())
         }
+        Command::Completions(args) => cmdop_dist::run_completions(Cli::command(), &args),
+        Command::Man(args) => cmdop_dist::run_man(Cli::command(), &args),
         Command::Clients => {
             for fingerprint in AuthorizedClients::new(&home).list()? {
                 println!("{fingerprint}");

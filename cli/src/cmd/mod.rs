@@ -1,5 +1,7 @@
 //! One module per top-level command.
 
+pub mod complete;
+pub mod completions;
 pub mod connect;
 pub mod host;
 pub mod session;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod hardening;
+mod packaging;
 mod predict;
 mod roaming;
 mod sessions;
