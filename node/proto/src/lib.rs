@@ -16,6 +16,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod frame;
 pub mod resync;
+pub mod schedule;
 pub mod session;
 pub mod snapshot;
 pub mod units;
