@@ -7,7 +7,8 @@
 //!
 //! Also here, because both ends need them: the snapshot format ([`snapshot`]), the config
 //! schema ([`config`]), key fingerprints ([`fingerprint`]), human units ([`units`]) and the
-//! resync bookkeeping of a live terminal ([`resync`]).
+//! resync bookkeeping of a live terminal ([`resync`]), and the
+//! cron schedules of triggers ([`schedule`], messages in [`trigger`]).
 
 pub mod attach;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod resync;
 pub mod schedule;
 pub mod session;
 pub mod snapshot;
+pub mod trigger;
 pub mod units;
 
 #[cfg(test)]
@@ -30,3 +32,4 @@ pub use error::*;
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use session::*;
 pub use snapshot::Snapshot;
+pub use trigger::*;
