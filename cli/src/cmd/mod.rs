@@ -3,3 +3,4 @@
 pub mod connect;
 pub mod host;
 pub mod session;
+pub mod trigger;

@@ -98,6 +98,8 @@ impl Triggers {
     }
 
     fn logs(&self, logs: TriggerLogs) -> Result<Reply, ErrorReply> {
+        // The row first, then the output: a run recorded as ended has all its output in the
+        // ring, so a follower that sees the end has every byte.
         let run = self.row(&logs.name, logs.run)?;
         let read = match self.output(&logs.name, run.id) {
             Some(ring) => ring
@@ -106,9 +108,6 @@ impl Triggers {
                 .read_from(logs.from),
             None => crate::trigger::output::OutputRing::new(0).read_from(logs.from),
         };
-        // Read the row again: a run that ended after the read is reported running, so a
-        // follower asks once more and gets the last bytes.
-        let run = self.row(&logs.name, Some(run.id)).unwrap_or(run);
         Ok(Reply::TriggerLog(TriggerLog {
             run,
             from: read.from,

@@ -144,3 +144,104 @@ fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
         (None, None) => ExitStatus::Code(-1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The native runner with real processes: exit codes, a missing command, a flood, the
+    //! environment and directory, and a signal reaching the whole process group.
+
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::trigger::tests_support::spec;
+
+    /// Runs `shell` to its end; returns the exit status and the output ring.
+    async fn run(spec: TriggerSpec) -> (ExitStatus, OutputRing) {
+        let output = Arc::new(Mutex::new(OutputRing::new(spec.keep_output)));
+        let started = NativeRunner.start(&spec, output.clone()).unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(20), started.exit)
+            .await
+            .unwrap()
+            .unwrap();
+        let ring = output.lock().unwrap().clone();
+        (exit, ring)
+    }
+
+    fn shell(command: &str) -> TriggerSpec {
+        TriggerSpec {
+            shell: command.into(),
+            ..spec("t", "* * * * *")
+        }
+    }
+
+    #[tokio::test]
+    async fn output_is_merged_and_the_exit_code_kept() {
+        let (exit, ring) = run(shell("echo out; echo err >&2; exit 3")).await;
+        assert_eq!(exit, ExitStatus::Code(3));
+        assert_eq!(ring.kept(), b"out\nerr\n");
+    }
+
+    #[tokio::test]
+    async fn a_missing_command_exits_127() {
+        let (exit, ring) = run(shell("no-such-command-cmdop-test")).await;
+        assert_eq!(exit, ExitStatus::Code(127));
+        assert!(String::from_utf8_lossy(&ring.kept()).contains("not found"));
+    }
+
+    #[tokio::test]
+    async fn a_flood_is_capped_and_counted() {
+        let spec = TriggerSpec {
+            keep_output: 1024,
+            ..shell("head -c 3000000 /dev/zero; echo end")
+        };
+        let (exit, ring) = run(spec).await;
+        assert_eq!(exit, ExitStatus::Code(0));
+        assert_eq!((ring.total(), ring.kept_len()), (3_000_004, 1024));
+        assert!(ring.kept().ends_with(b"end\n"));
+    }
+
+    #[tokio::test]
+    async fn environment_and_directory_are_applied() {
+        let spec = TriggerSpec {
+            env: vec![("CMDOP_TRIGGER_TEST".into(), "v42".into())],
+            cwd: Some("/tmp".into()),
+            ..shell("echo $CMDOP_TRIGGER_TEST; pwd")
+        };
+        let (_, ring) = run(spec).await;
+        assert_eq!(ring.kept(), b"v42\n/tmp\n");
+        let error = NativeRunner
+            .start(
+                &TriggerSpec {
+                    cwd: Some("/no/such/dir".into()),
+                    ..shell("true")
+                },
+                Arc::default(),
+            )
+            .err()
+            .unwrap();
+        assert!(error.contains("/no/such/dir"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_signal_stops_the_whole_group() {
+        // The shell waits on a background child: both must go for the pipe to close.
+        let output = Arc::new(Mutex::new(OutputRing::new(1024)));
+        let started = NativeRunner
+            .start(&shell("sleep 60 & echo started; wait"), output.clone())
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while output.lock().unwrap().total() == 0 {
+            assert!(std::time::Instant::now() < deadline, "no output");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let begun = std::time::Instant::now();
+        started.control.signal(StopSignal::Term);
+        let exit = tokio::time::timeout(Duration::from_secs(10), started.exit)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(exit, ExitStatus::Signal(15));
+        // Well before DRAIN_AFTER_EXIT: the background sleep died too and closed the pipe.
+        assert!(begun.elapsed() < Duration::from_millis(1500), "{:?}", begun.elapsed());
+    }
+}
