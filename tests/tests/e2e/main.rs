@@ -11,4 +11,5 @@ mod slowlink;
 mod snapshot;
 mod soak;
 mod terminal;
+mod trigger;
 mod trust;
