@@ -55,7 +55,9 @@ pub enum ScheduleError {
         reason: String,
     },
     /// The zone is not in the IANA database.
-    #[error("unknown time zone '{0}' (use an IANA name such as Europe/Berlin, America/New_York or UTC)")]
+    #[error(
+        "unknown time zone '{0}' (use an IANA name such as Europe/Berlin, America/New_York or UTC)"
+    )]
     Zone(String),
 }
 
@@ -158,7 +160,7 @@ impl Schedule {
 fn local_time_in(zone: Tz, unix_ms: u64) -> String {
     let utc = i64::try_from(unix_ms)
         .ok()
-        .and_then(|ms| DateTime::<Utc>::from_timestamp_millis(ms))
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
         .unwrap_or_default();
     utc.with_timezone(&zone)
         .format("%Y-%m-%d %H:%M:%S %Z")

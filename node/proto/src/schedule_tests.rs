@@ -7,7 +7,9 @@ use super::*;
 
 /// Unix milliseconds of a UTC time.
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> u64 {
-    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap().timestamp_millis() as u64
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+        .unwrap()
+        .timestamp_millis() as u64
 }
 
 fn ny(pattern: &str) -> Schedule {
@@ -32,7 +34,11 @@ fn fall_back_runs_a_fixed_time_once() {
     let midnight_edt = utc(2025, 11, 2, 4, 0);
     let fires = s.next_n(midnight_edt, 2);
     assert_eq!(fires[0], utc(2025, 11, 2, 5, 30), "01:30 EDT");
-    assert_eq!(fires[1], utc(2025, 11, 3, 6, 30), "01:30 EST the next day, not the repeat");
+    assert_eq!(
+        fires[1],
+        utc(2025, 11, 3, 6, 30),
+        "01:30 EST the next day, not the repeat"
+    );
 }
 
 #[test]
@@ -128,7 +134,9 @@ fn the_field_count_and_nicknames() {
 fn an_unknown_zone_is_refused() {
     let error = Schedule::parse("0 3 * * *", Some("Mars/Olympus")).unwrap_err();
     assert_eq!(error, ScheduleError::Zone("Mars/Olympus".into()));
-    assert!(error.to_string().contains("unknown time zone 'Mars/Olympus'"));
+    assert!(error
+        .to_string()
+        .contains("unknown time zone 'Mars/Olympus'"));
 }
 
 #[test]

@@ -317,7 +317,10 @@ mod tests {
 
     #[test]
     fn a_trigger_call_takes_only_its_own_reply() {
-        assert_eq!(RunTrigger::take_reply(Reply::TriggerRun(run())).unwrap(), run());
+        assert_eq!(
+            RunTrigger::take_reply(Reply::TriggerRun(run())).unwrap(),
+            run()
+        );
         assert!(RunTrigger::take_reply(Reply::Done).is_err());
         assert_eq!(ExitStatus::Signal(15).shell_code(), 143);
         assert_eq!(Outcome::SkippedOverlap.as_str(), "skipped-overlap");

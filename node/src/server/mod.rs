@@ -230,6 +230,7 @@ impl Node {
         self.endpoint
             .close(close_code::SHUTDOWN.into(), b"cmdop-node is shutting down");
         self.registry.destroy_all();
+        self.triggers.stop_all();
         tasks.abort_all();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }

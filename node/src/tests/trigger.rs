@@ -97,7 +97,12 @@ impl Bench {
             started: tx,
             fail_with: Mutex::new(None),
         });
-        let triggers = Triggers::open(&home, "testhost".into(), runner.clone(), Arc::new(clock.clone()));
+        let triggers = Triggers::open(
+            &home,
+            "testhost".into(),
+            runner.clone(),
+            Arc::new(clock.clone()),
+        );
         let shutdown = CancellationToken::new();
         tokio::spawn(triggers.clone().run(shutdown.clone()));
         Bench {
@@ -165,7 +170,10 @@ impl Drop for Bench {
 async fn a_scheduled_run_is_logged_stops_when_disabled_and_survives_a_restart() {
     let t0 = utc(2025, 1, 1, 12, 0) + 30_000;
     let mut bench = Bench::new("sched", t0);
-    assert!(matches!(bench.add(spec("every", "* * * * *")), Reply::Trigger(_)));
+    assert!(matches!(
+        bench.add(spec("every", "* * * * *")),
+        Reply::Trigger(_)
+    ));
     // Nothing runs until the minute; then the driver, asleep, is woken by the clock.
     bench.clock.set(utc(2025, 1, 1, 12, 1));
     let run = bench.next_start().await;
@@ -191,7 +199,9 @@ async fn a_scheduled_run_is_logged_stops_when_disabled_and_survives_a_restart() 
         enabled: false,
     }));
     bench.clock.set(utc(2025, 1, 1, 12, 5));
-    assert!(matches!(bench.call(Request::ListTriggers(ListTriggers)), Reply::Triggers(t) if t.len() == 1 && !t[0].enabled));
+    assert!(
+        matches!(bench.call(Request::ListTriggers(ListTriggers)), Reply::Triggers(t) if t.len() == 1 && !t[0].enabled)
+    );
     // A manual run is the proof the driver went round: the scheduled ones would come first.
     bench.call(Request::RunTrigger(RunTrigger {
         name: "every".into(),
@@ -200,7 +210,11 @@ async fn a_scheduled_run_is_logged_stops_when_disabled_and_survives_a_restart() 
     manual.finish(b"manual\n", ExitStatus::Code(0));
     let row = bench.settled("every").await;
     assert!(row.manual && row.outcome == Outcome::Ok, "{row:?}");
-    assert_eq!(bench.history("every").len(), 2, "no scheduled run while disabled");
+    assert_eq!(
+        bench.history("every").len(),
+        2,
+        "no scheduled run while disabled"
+    );
 
     // Restart: spec, state, history and output are back.
     let bench = bench.restart(utc(2025, 1, 1, 12, 6));
@@ -236,7 +250,10 @@ async fn replace_signals_the_old_run_and_kills_it_after_the_grace() {
         }
     })
     .await;
-    assert_eq!(*old.signals.lock().unwrap(), [StopSignal::Term, StopSignal::Kill]);
+    assert_eq!(
+        *old.signals.lock().unwrap(),
+        [StopSignal::Term, StopSignal::Kill]
+    );
     assert!(new.signals.lock().unwrap().is_empty());
     old.finish(b"", ExitStatus::Signal(9));
     let rows = within("the replaced row", async {
@@ -264,7 +281,11 @@ async fn bad_input_creates_nothing_and_a_start_failure_is_a_failed_run() {
         }
         other => panic!("{other:?}"),
     };
-    refused(bench.add(spec("x", "61 * * * *")), ErrorKind::BadRequest, "minute '61'");
+    refused(
+        bench.add(spec("x", "61 * * * *")),
+        ErrorKind::BadRequest,
+        "minute '61'",
+    );
     refused(
         bench.add(TriggerSpec {
             zone: Some("Atlantis/Capital".into()),
@@ -273,17 +294,26 @@ async fn bad_input_creates_nothing_and_a_start_failure_is_a_failed_run() {
         ErrorKind::BadRequest,
         "unknown time zone",
     );
-    assert!(matches!(bench.call(Request::ListTriggers(ListTriggers)), Reply::Triggers(t) if t.is_empty()));
+    assert!(
+        matches!(bench.call(Request::ListTriggers(ListTriggers)), Reply::Triggers(t) if t.is_empty())
+    );
     assert!(!bench.home.join("triggers/x.json").exists());
     bench.add(spec("x", "0 3 * * *"));
-    refused(bench.add(spec("x", "0 4 * * *")), ErrorKind::NameTaken, "already exists");
     refused(
-        bench.call(Request::RunTrigger(RunTrigger { name: "nope".into() })),
+        bench.add(spec("x", "0 4 * * *")),
+        ErrorKind::NameTaken,
+        "already exists",
+    );
+    refused(
+        bench.call(Request::RunTrigger(RunTrigger {
+            name: "nope".into(),
+        })),
         ErrorKind::NotFound,
         "no trigger named 'nope'",
     );
     *bench.runner.fail_with.lock().unwrap() = Some("cannot start /bin/sh in /gone".into());
-    let Reply::TriggerRun(row) = bench.call(Request::RunTrigger(RunTrigger { name: "x".into() })) else {
+    let Reply::TriggerRun(row) = bench.call(Request::RunTrigger(RunTrigger { name: "x".into() }))
+    else {
         panic!("no run row");
     };
     assert_eq!(row.outcome, Outcome::Fail);

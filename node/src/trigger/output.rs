@@ -93,7 +93,10 @@ mod tests {
         assert_eq!((read.from, read.skipped), (8, 8));
         assert_eq!(read.data, b"89abcdef");
         let read = ring.read_from(12);
-        assert_eq!((read.from, read.skipped, read.data), (12, 0, b"cdef".to_vec()));
+        assert_eq!(
+            (read.from, read.skipped, read.data),
+            (12, 0, b"cdef".to_vec())
+        );
         assert!(ring.read_from(16).data.is_empty());
         assert_eq!(ring.read_from(99).from, 16);
     }

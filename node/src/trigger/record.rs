@@ -17,7 +17,7 @@ pub enum RecordError {
         /// The trigger.
         name: String,
         /// Why.
-        source: ScheduleError,
+        source: Box<ScheduleError>,
     },
 }
 
@@ -59,7 +59,7 @@ impl Record {
         Schedule::parse(&self.spec.schedule, self.spec.zone.as_deref()).map_err(|source| {
             RecordError::Schedule {
                 name: self.spec.name.clone(),
-                source,
+                source: Box::new(source),
             }
         })
     }

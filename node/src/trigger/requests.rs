@@ -4,8 +4,8 @@
 use crate::trigger::service::Triggers;
 use crate::trigger::spec;
 use cmdop_proto::{
-    AddTrigger, ErrorKind, ErrorReply, Reply, Request, RunTrigger, SetTriggerEnabled,
-    ShowTrigger, TriggerHistory, TriggerLog, TriggerLogs,
+    AddTrigger, ErrorKind, ErrorReply, Reply, Request, RunTrigger, SetTriggerEnabled, ShowTrigger,
+    TriggerHistory, TriggerLog, TriggerLogs,
 };
 use std::sync::Arc;
 
@@ -21,7 +21,10 @@ impl Triggers {
             }
             Request::ShowTrigger(ShowTrigger { name, fires }) => {
                 let inner = self.lock();
-                let trigger = inner.scheduler.get(&name).ok_or_else(|| self.not_found(&name))?;
+                let trigger = inner
+                    .scheduler
+                    .get(&name)
+                    .ok_or_else(|| self.not_found(&name))?;
                 Ok(Reply::Trigger(Box::new(self.info(trigger, fires))))
             }
             Request::SetTriggerEnabled(SetTriggerEnabled { name, enabled }) => {
@@ -30,7 +33,10 @@ impl Triggers {
             Request::RunTrigger(RunTrigger { name }) => self.run_now(&name),
             Request::TriggerHistory(TriggerHistory { name, limit }) => {
                 let inner = self.lock();
-                let trigger = inner.scheduler.get(&name).ok_or_else(|| self.not_found(&name))?;
+                let trigger = inner
+                    .scheduler
+                    .get(&name)
+                    .ok_or_else(|| self.not_found(&name))?;
                 let rows = trigger.record.history.iter().rev().cloned();
                 let limit = limit.map_or(usize::MAX, |l| l as usize);
                 Ok(Reply::TriggerRuns(rows.take(limit).collect()))
@@ -120,7 +126,10 @@ impl Triggers {
         let (info, kills) = {
             let mut inner = self.lock();
             let info = {
-                let trigger = inner.scheduler.get(name).ok_or_else(|| self.not_found(name))?;
+                let trigger = inner
+                    .scheduler
+                    .get(name)
+                    .ok_or_else(|| self.not_found(name))?;
                 self.info(trigger, 0)
             };
             let (_, kills) = inner

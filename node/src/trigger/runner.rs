@@ -242,6 +242,10 @@ mod tests {
             .unwrap();
         assert_eq!(exit, ExitStatus::Signal(15));
         // Well before DRAIN_AFTER_EXIT: the background sleep died too and closed the pipe.
-        assert!(begun.elapsed() < Duration::from_millis(1500), "{:?}", begun.elapsed());
+        assert!(
+            begun.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            begun.elapsed()
+        );
     }
 }

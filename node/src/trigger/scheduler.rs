@@ -285,7 +285,13 @@ impl Trigger {
     }
 
     /// A fire (scheduled or manual) under the concurrency policy; returns its row.
-    fn fire(&mut self, scheduled: u64, now: u64, manual: bool, actions: &mut Vec<Action>) -> RunInfo {
+    fn fire(
+        &mut self,
+        scheduled: u64,
+        now: u64,
+        manual: bool,
+        actions: &mut Vec<Action>,
+    ) -> RunInfo {
         let name = self.record.spec.name.clone();
         let live: Vec<u64> = (self.running.iter())
             .filter(|r| r.stopping.is_none())

@@ -36,7 +36,13 @@ fn ok_end() -> Ended {
 }
 
 fn history(s: &Scheduler, name: &str) -> Vec<RunInfo> {
-    s.get(name).unwrap().record.history.iter().cloned().collect()
+    s.get(name)
+        .unwrap()
+        .record
+        .history
+        .iter()
+        .cloned()
+        .collect()
 }
 
 fn outcomes(s: &Scheduler, name: &str) -> Vec<Outcome> {
@@ -161,7 +167,11 @@ fn a_thousand_fires_start_within_a_second_at_p99() {
     while rows_written(&s) < 1000 {
         let wake = s.next_wakeup(now);
         assert!(wake <= now + MAX_SLEEP_MS, "sleeps at most a minute");
-        let oversleep = if rng.below(100) == 0 { 2000 } else { rng.below(250) };
+        let oversleep = if rng.below(100) == 0 {
+            2000
+        } else {
+            rng.below(250)
+        };
         now = wake.max(now) + oversleep;
         for (run, _) in running.extract_if(.., |(_, end)| *end <= now) {
             s.finished("t", run, ok_end(), now);
@@ -212,7 +222,10 @@ fn overlap_forbid_records_skipped_overlap() {
     let (mut s, first) = one_running(Concurrency::Forbid);
     let (actions, _) = s.poll(first + MIN);
     assert!(actions.is_empty(), "{actions:?}");
-    assert_eq!(outcomes(&s, "t"), [Outcome::Running, Outcome::SkippedOverlap]);
+    assert_eq!(
+        outcomes(&s, "t"),
+        [Outcome::Running, Outcome::SkippedOverlap]
+    );
     // A manual run is refused the same way.
     let (row, actions) = s.run_now("t", first + MIN + 1).unwrap();
     assert_eq!(row.outcome, Outcome::SkippedOverlap);
@@ -255,7 +268,9 @@ fn overlap_replace_terms_then_kills_after_ten_seconds() {
         exit: Some(ExitStatus::Signal(9)),
         ..Ended::default()
     };
-    let row = s.finished("t", 1, killed, first + MIN + KILL_GRACE_MS).unwrap();
+    let row = s
+        .finished("t", 1, killed, first + MIN + KILL_GRACE_MS)
+        .unwrap();
     assert_eq!(row.outcome, Outcome::Replaced);
     assert_eq!(s.get("t").unwrap().record.consecutive_fails, 0);
 }
@@ -292,7 +307,10 @@ fn a_timeout_stops_the_run_and_counts_as_a_failure() {
         ..Ended::default()
     };
     let (row, _) = s.run_now("t", t0 + MIN).unwrap();
-    assert_eq!(s.finished("t", row.id, fail, t0 + MIN).unwrap().outcome, Outcome::Fail);
+    assert_eq!(
+        s.finished("t", row.id, fail, t0 + MIN).unwrap().outcome,
+        Outcome::Fail
+    );
     assert_eq!(s.get("t").unwrap().record.consecutive_fails, 2);
     let (row, _) = s.run_now("t", t0 + 2 * MIN).unwrap();
     s.finished("t", row.id, ok_end(), t0 + 2 * MIN);
@@ -342,7 +360,10 @@ fn missed_run_once_runs_once_within_the_deadline() {
     assert_eq!(rows[1].scheduled_ms, utc(2025, 1, 1, 14, 0));
     assert_eq!(rows[2].outcome, Outcome::Running);
     assert_eq!(rows[2].scheduled_ms, utc(2025, 1, 1, 15, 0));
-    assert!(s.poll(restart + MIN).0.is_empty(), "never a second catch-up");
+    assert!(
+        s.poll(restart + MIN).0.is_empty(),
+        "never a second catch-up"
+    );
     // Beyond the deadline: missed, nothing runs.
     let mut s = restored(MissedPolicy::RunOnce, Some(5 * MIN), restart);
     assert!(starts(&s.poll(restart).0).is_empty());
@@ -357,7 +378,10 @@ fn disabled_triggers_stay_and_do_not_replay_when_enabled() {
     assert!(drive(&mut s, t0, t0 + 10 * MIN, 1000).is_empty());
     assert!(s.get("t").unwrap().next_fires(t0, 5).is_empty());
     s.set_enabled("t", true, t0 + 10 * MIN);
-    assert!(history(&s, "t").is_empty(), "no missed rows for the disabled time");
+    assert!(
+        history(&s, "t").is_empty(),
+        "no missed rows for the disabled time"
+    );
     let runs = drive(&mut s, t0 + 10 * MIN, t0 + 11 * MIN, 1000);
     assert_eq!(runs, vec![utc(2025, 1, 1, 12, 11)]);
 }

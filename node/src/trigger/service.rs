@@ -38,7 +38,9 @@ pub struct Triggers {
 
 impl std::fmt::Debug for Triggers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Triggers").field("host", &self.host).finish()
+        f.debug_struct("Triggers")
+            .field("host", &self.host)
+            .finish()
     }
 }
 
@@ -109,7 +111,12 @@ impl Triggers {
     /// closed as interrupted at the next start if they do not end in time).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         // Restored triggers changed (interrupted runs closed): store them once.
-        let names: Vec<String> = self.lock().scheduler.iter().map(|t| t.record.spec.name.clone()).collect();
+        let names: Vec<String> = self
+            .lock()
+            .scheduler
+            .iter()
+            .map(|t| t.record.spec.name.clone())
+            .collect();
         self.save(&names);
         loop {
             let now = self.now();
@@ -127,6 +134,12 @@ impl Triggers {
                 _ = self.clock.sleep_until(wake_at) => {}
             }
         }
+        self.stop_all();
+    }
+
+    /// Sends SIGTERM to every run going (the node is shutting down). Their rows stay
+    /// `running` and are closed as interrupted when the node starts again.
+    pub fn stop_all(&self) {
         for control in self.lock().controls.values() {
             control.signal(crate::trigger::scheduler::StopSignal::Term);
         }
@@ -185,7 +198,11 @@ impl Triggers {
         let row = {
             let mut inner = self.lock();
             inner.controls.remove(&(trigger.to_string(), run));
-            let ring = inner.outputs.get(trigger).and_then(|o| o.get(&run)).cloned();
+            let ring = inner
+                .outputs
+                .get(trigger)
+                .and_then(|o| o.get(&run))
+                .cloned();
             let (bytes_total, bytes_kept) = ring.map_or((0, 0), |ring| {
                 let ring = ring.lock().unwrap_or_else(|e| e.into_inner());
                 (ring.total(), ring.kept_len())
@@ -269,7 +286,10 @@ impl Triggers {
     /// A history row, or the not-found sentence.
     pub(crate) fn row(&self, name: &str, run: Option<u64>) -> Result<RunInfo, ErrorReply> {
         let inner = self.lock();
-        let trigger = inner.scheduler.get(name).ok_or_else(|| self.not_found(name))?;
+        let trigger = inner
+            .scheduler
+            .get(name)
+            .ok_or_else(|| self.not_found(name))?;
         let row = match run {
             Some(id) => trigger.record.run(id),
             None => trigger.record.last_started(),

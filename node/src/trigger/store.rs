@@ -71,7 +71,13 @@ impl Store {
             .filter_map(|run| outputs.get(&run.id).map(|o| (run.id, o)))
             .map(|(id, o)| {
                 let kept = engine.encode(o.kept());
-                (id, StoredOutput { total: o.total(), kept })
+                (
+                    id,
+                    StoredOutput {
+                        total: o.total(),
+                        kept,
+                    },
+                )
             })
             .collect();
         let stored = Stored {

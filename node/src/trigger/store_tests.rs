@@ -65,7 +65,10 @@ fn bad_files_are_set_aside_and_the_others_load() {
     let names: Vec<&str> = loaded.iter().map(|l| l.record.spec.name.as_str()).collect();
     assert_eq!(names, ["good"]);
     assert_eq!(errors.len(), 4, "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("format_version 99")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("format_version 99")),
+        "{errors:?}"
+    );
     assert!(dir.join("torn.json.bad-7").exists());
     // Set aside, so the next start is clean.
     assert!(store.load_all(8).1.is_empty());

@@ -44,9 +44,20 @@ fn a_scheduled_trigger_runs_unattended_stops_when_disabled_and_survives_a_restar
 
     let out = home
         .cmdop(&[
-            "trigger", "add", "--name", "every", "--schedule", "* * * * *", "--machine",
-            "local", "--shell", "echo tick-$((6*7)) $GREETING; exit 3", "--env",
-            "GREETING=hello", "--tz", "UTC",
+            "trigger",
+            "add",
+            "--name",
+            "every",
+            "--schedule",
+            "* * * * *",
+            "--machine",
+            "local",
+            "--shell",
+            "echo tick-$((6*7)) $GREETING; exit 3",
+            "--env",
+            "GREETING=hello",
+            "--tz",
+            "UTC",
         ])
         .ok();
     assert!(out.contains("added trigger every on local"), "{out}");
@@ -58,7 +69,9 @@ fn a_scheduled_trigger_runs_unattended_stops_when_disabled_and_survives_a_restar
             .is_some_and(|h| h.iter().any(|r| r["outcome"] == "Fail"))
     };
     assert!(
-        wait_until(Duration::from_secs(30), || finished(&stored(&home, "every"))),
+        wait_until(Duration::from_secs(30), || finished(&stored(
+            &home, "every"
+        ))),
         "no scheduled run finished: {}",
         node.log_text()
     );
@@ -68,7 +81,11 @@ fn a_scheduled_trigger_runs_unattended_stops_when_disabled_and_survives_a_restar
     assert!(logs.stderr.contains("fail, exit 3"), "{}", logs.stderr);
     // The oldest run (a fire found late on a loaded machine may be a 'missed' row before it).
     let history = runs(&home, "every");
-    let first = history.iter().rev().find(|r| r["outcome"] == "fail").unwrap();
+    let first = history
+        .iter()
+        .rev()
+        .find(|r| r["outcome"] == "fail")
+        .unwrap();
     assert_eq!(first["manual"], false);
     assert_eq!(first["exit_code"], 3);
     assert_eq!(first["bytes_total"], 14);
@@ -77,7 +94,11 @@ fn a_scheduled_trigger_runs_unattended_stops_when_disabled_and_survives_a_restar
     home.cmdop(&["trigger", "disable", "every"]).ok();
     let before = runs(&home, "every");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(runs(&home, "every").len(), before.len(), "ran while disabled");
+    assert_eq!(
+        runs(&home, "every").len(),
+        before.len(),
+        "ran while disabled"
+    );
     let health = home.cmdop(&["trigger", "health", "every"]).ok();
     assert!(health.contains("disabled"), "{health}");
 
@@ -116,16 +137,30 @@ fn bad_input_is_refused_with_one_sentence_and_creates_nothing() {
     let _node = NodeProcess::start(&home, free_port(), "");
     let add = |schedule: &str, machine: &str, extra: &[&str]| {
         let mut args = vec![
-            "trigger", "add", "--name", "job", "--schedule", schedule, "--machine", machine,
-            "--shell", "true",
+            "trigger",
+            "add",
+            "--name",
+            "job",
+            "--schedule",
+            schedule,
+            "--machine",
+            machine,
+            "--shell",
+            "true",
         ];
         args.extend_from_slice(extra);
         home.cmdop(&args)
     };
     let error = add("61 * * * *", "local", &[]).fails();
-    assert!(error.contains("minute '61'") && error.contains("0-59"), "{error}");
+    assert!(
+        error.contains("minute '61'") && error.contains("0-59"),
+        "{error}"
+    );
     let error = add("0 3 * * *", "local", &["--tz", "Nowhere/Town"]).fails();
-    assert!(error.contains("unknown time zone 'Nowhere/Town'"), "{error}");
+    assert!(
+        error.contains("unknown time zone 'Nowhere/Town'"),
+        "{error}"
+    );
     let error = add("0 3 * * *", "nosuch", &[]).fails();
     assert!(error.contains("unknown host 'nosuch'"), "{error}");
     let list = json(&home.cmdop(&["trigger", "list", "--json"]).ok());
@@ -140,7 +175,14 @@ fn bad_input_is_refused_with_one_sentence_and_creates_nothing() {
     // A command that does not exist is a failed run (127), not an error of the node.
     home.cmdop(&["trigger", "remove", "job"]).ok();
     add("0 3 * * *", "local", &[]).ok();
-    let mut args = vec!["trigger", "add", "--name", "missing", "--schedule", "0 3 * * *"];
+    let mut args = vec![
+        "trigger",
+        "add",
+        "--name",
+        "missing",
+        "--schedule",
+        "0 3 * * *",
+    ];
     args.extend(["--machine", "local", "--shell", "no-such-command-cmdop"]);
     home.cmdop(&args).ok();
     let run = home.cmdop(&["trigger", "run", "missing", "--wait"]);
@@ -149,7 +191,15 @@ fn bad_input_is_refused_with_one_sentence_and_creates_nothing() {
     assert_eq!(history[0]["outcome"], "fail");
     assert_eq!(history[0]["exit_code"], 127);
 
-    let ok = home.cmdop(&["trigger", "validate", "30 2 * * *", "--tz", "America/New_York"]).ok();
+    let ok = home
+        .cmdop(&[
+            "trigger",
+            "validate",
+            "30 2 * * *",
+            "--tz",
+            "America/New_York",
+        ])
+        .ok();
     assert!(ok.contains("is valid"), "{ok}");
     let error = home.cmdop(&["trigger", "validate", "* * 32 * *"]).fails();
     assert!(error.contains("day-of-month '32'"), "{error}");

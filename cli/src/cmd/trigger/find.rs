@@ -60,7 +60,9 @@ pub async fn find_trigger(
     }
     found.pop().ok_or_else(|| {
         if unreachable.is_empty() {
-            anyhow!("no trigger named '{name}' on any known host (list them with 'cmdop trigger list')")
+            anyhow!(
+                "no trigger named '{name}' on any known host (list them with 'cmdop trigger list')"
+            )
         } else {
             anyhow!(
                 "no trigger named '{name}' on the reachable hosts; unreachable: {}",

@@ -109,7 +109,11 @@ fn summary(run: &RunInfo) -> String {
     } else {
         String::new()
     };
-    let note = run.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default();
+    let note = run
+        .note
+        .as_ref()
+        .map(|n| format!(": {n}"))
+        .unwrap_or_default();
     format!(
         "run {} ({} {}): {}{exit}, {} of output{kept}{note}",
         run.id,

@@ -25,7 +25,9 @@ pub enum Command {
     /// day-of-week) with the Vixie/ISC daylight-saving rules, in --tz (default: the node's
     /// local zone). Runs use the node's user, `sh -c`, stdout and stderr merged. Each run is
     /// kept in history with its exit code and the last --keep-output bytes of its output.
-    #[command(after_help = "Example:\n  cmdop trigger add --name nightly-backup --schedule \"0 3 * * *\" --machine vps-audi \\\n      --shell \"tar czf /var/backups/etc.tgz /etc\" --tz Europe/Berlin --timeout 30m")]
+    #[command(
+        after_help = "Example:\n  cmdop trigger add --name nightly-backup --schedule \"0 3 * * *\" --machine vps-audi \\\n      --shell \"tar czf /var/backups/etc.tgz /etc\" --tz Europe/Berlin --timeout 30m"
+    )]
     Add(add::Args),
     /// List triggers on every known host (queried in parallel), or on one.
     List {

@@ -51,13 +51,22 @@ fn exit_text(exit: Option<ExitStatus>) -> String {
 /// The next fire times, in the trigger's zone and in UTC, one a line.
 pub fn print_fires(info: &TriggerInfo) {
     if info.next_fires.is_empty() {
-        println!("next fires: none ({})", if info.enabled { "the pattern never matches again" } else { "disabled" });
+        println!(
+            "next fires: none ({})",
+            if info.enabled {
+                "the pattern never matches again"
+            } else {
+                "disabled"
+            }
+        );
         return;
     }
     println!("next fires:");
     let schedule = Schedule::parse(&info.spec.schedule, Some(&info.zone)).ok();
     for &fire in &info.next_fires {
-        let local = schedule.as_ref().map_or_else(String::new, |s| s.local_time(fire));
+        let local = schedule
+            .as_ref()
+            .map_or_else(String::new, |s| s.local_time(fire));
         println!("  {local}  ({})", rfc3339(fire));
     }
 }
@@ -78,7 +87,18 @@ pub fn print_list(triggers: &[(String, TriggerInfo)]) {
             ]
         })
         .collect();
-    print_table(&["HOST", "NAME", "SCHEDULE", "ZONE", "STATUS", "NEXT FIRE", "COMMAND"], &rows);
+    print_table(
+        &[
+            "HOST",
+            "NAME",
+            "SCHEDULE",
+            "ZONE",
+            "STATUS",
+            "NEXT FIRE",
+            "COMMAND",
+        ],
+        &rows,
+    );
 }
 
 /// `cmdop trigger health`.
@@ -87,7 +107,10 @@ pub fn print_health(triggers: &[(String, TriggerInfo)]) {
         .iter()
         .map(|(host, t)| {
             let last = t.last_run.as_ref();
-            let when = last.map_or_else(|| "never".into(), |r| ago(r.start_ms.or(r.end_ms).unwrap_or(r.scheduled_ms)));
+            let when = last.map_or_else(
+                || "never".into(),
+                |r| ago(r.start_ms.or(r.end_ms).unwrap_or(r.scheduled_ms)),
+            );
             let outcome = last.map_or("-", |r| r.outcome.as_str());
             vec![
                 host.clone(),
@@ -100,7 +123,18 @@ pub fn print_health(triggers: &[(String, TriggerInfo)]) {
             ]
         })
         .collect();
-    print_table(&["HOST", "NAME", "STATUS", "LAST RUN", "OUTCOME", "NEXT FIRE", "FAILS"], &rows);
+    print_table(
+        &[
+            "HOST",
+            "NAME",
+            "STATUS",
+            "LAST RUN",
+            "OUTCOME",
+            "NEXT FIRE",
+            "FAILS",
+        ],
+        &rows,
+    );
 }
 
 /// `cmdop trigger history`.
@@ -133,13 +167,32 @@ pub fn print_history(runs: &[RunInfo]) {
             ]
         })
         .collect();
-    print_table(&["ID", "SCHEDULED", "BY", "OUTCOME", "EXIT", "TOOK", "OUTPUT", "NOTE"], &rows);
+    print_table(
+        &[
+            "ID",
+            "SCHEDULED",
+            "BY",
+            "OUTCOME",
+            "EXIT",
+            "TOOK",
+            "OUTPUT",
+            "NOTE",
+        ],
+        &rows,
+    );
 }
 
 /// `cmdop trigger show`.
 pub fn print_show(host: &str, t: &TriggerInfo) {
     let spec = &t.spec;
-    let ms = |v: Option<u64>| v.map_or_else(|| "-".into(), |ms| cmdop_proto::units::HumanDuration(std::time::Duration::from_millis(ms)).to_string());
+    let ms = |v: Option<u64>| {
+        v.map_or_else(
+            || "-".into(),
+            |ms| {
+                cmdop_proto::units::HumanDuration(std::time::Duration::from_millis(ms)).to_string()
+            },
+        )
+    };
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let rows = [
         ("name", spec.name.clone()),
@@ -152,8 +205,18 @@ pub fn print_show(host: &str, t: &TriggerInfo) {
         ("deadline", ms(spec.starting_deadline_ms)),
         ("concurrency", concurrency_text(spec.concurrency).into()),
         ("timeout", ms(spec.timeout_ms)),
-        ("keep", format!("{} runs x {}", spec.keep_runs, bytes(spec.keep_output))),
-        ("env", if env.is_empty() { "-".into() } else { env.join(" ") }),
+        (
+            "keep",
+            format!("{} runs x {}", spec.keep_runs, bytes(spec.keep_output)),
+        ),
+        (
+            "env",
+            if env.is_empty() {
+                "-".into()
+            } else {
+                env.join(" ")
+            },
+        ),
         ("cwd", spec.cwd.clone().unwrap_or_else(|| "(home)".into())),
         ("created", rfc3339(t.created_ms)),
         ("fails", t.consecutive_fails.to_string()),
@@ -205,8 +268,11 @@ pub fn run_json(r: &RunInfo) -> serde_json::Value {
 /// The stable JSON form of a trigger.
 pub fn trigger_json(host: &str, t: &TriggerInfo) -> serde_json::Value {
     let spec = &t.spec;
-    let env: serde_json::Map<String, serde_json::Value> =
-        spec.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let env: serde_json::Map<String, serde_json::Value> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
     json!({
         "host": host,
         "name": spec.name,

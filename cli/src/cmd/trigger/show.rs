@@ -68,7 +68,11 @@ pub fn validate(pattern: &str, tz: Option<&str>, count: usize) -> anyhow::Result
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    println!("'{}' in {} is valid; next fires:", schedule.pattern(), schedule.zone_name());
+    println!(
+        "'{}' in {} is valid; next fires:",
+        schedule.pattern(),
+        schedule.zone_name()
+    );
     let fires = schedule.next_n(now, count);
     if fires.is_empty() {
         println!("  none: the pattern never matches");
