@@ -123,23 +123,7 @@ impl Triggers {
     }
 
     fn remove(self: &Arc<Self>, name: &str) -> Result<Reply, ErrorReply> {
-        let (info, kills) = {
-            let mut inner = self.lock();
-            let info = {
-                let trigger = inner
-                    .scheduler
-                    .get(name)
-                    .ok_or_else(|| self.not_found(name))?;
-                self.info(trigger, 0)
-            };
-            let (_, kills) = inner
-                .scheduler
-                .remove(name)
-                .ok_or_else(|| self.not_found(name))?;
-            (info, kills)
-        };
-        self.apply(kills);
-        self.forget(name)?;
+        let info = self.forget(name)?;
         tracing::info!(trigger = %name, "trigger removed");
         Ok(Reply::Trigger(Box::new(info)))
     }

@@ -165,16 +165,16 @@ impl Triggers {
 
     /// Starts run `run` of `trigger`, and a task that records its end.
     fn start(self: &Arc<Self>, trigger: String, run: u64) {
-        let (spec, ring) = {
+        let (spec, ring, created) = {
             let mut inner = self.lock();
             let Some(t) = inner.scheduler.get(&trigger) else {
                 return;
             };
-            let spec = t.record.spec.clone();
+            let (spec, created) = (t.record.spec.clone(), t.record.created_ms);
             let ring = Arc::new(Mutex::new(OutputRing::new(spec.keep_output)));
             let outputs = inner.outputs.entry(trigger.clone()).or_default();
             outputs.insert(run, ring.clone());
-            (spec, ring)
+            (spec, ring, created)
         };
         tracing::info!(trigger, run, "trigger run starts");
         match self.runner.start(&spec, ring) {
@@ -185,18 +185,31 @@ impl Triggers {
                 let triggers = self.clone();
                 tokio::spawn(async move {
                     let exit = started.exit.await.ok();
-                    triggers.finished(&trigger, run, exit, None);
+                    triggers.finished(&trigger, created, run, exit, None);
                 });
             }
-            Err(note) => self.finished(&trigger, run, None, Some(note)),
+            Err(note) => self.finished(&trigger, created, run, None, Some(note)),
         }
     }
 
-    /// Records the end of a run, stores it and wakes the driver.
-    fn finished(&self, trigger: &str, run: u64, exit: Option<ExitStatus>, note: Option<String>) {
+    /// Records the end of a run of the trigger `trigger` created at `created` (not of another
+    /// one added under the same name since), stores it and wakes the driver.
+    fn finished(
+        &self,
+        trigger: &str,
+        created: u64,
+        run: u64,
+        exit: Option<ExitStatus>,
+        note: Option<String>,
+    ) {
         let now = self.now();
         let row = {
             let mut inner = self.lock();
+            let same =
+                (inner.scheduler.get(trigger)).is_some_and(|t| t.record.created_ms == created);
+            if !same {
+                return;
+            }
             inner.controls.remove(&(trigger.to_string(), run));
             let ring = inner
                 .outputs
@@ -242,14 +255,38 @@ impl Triggers {
         }
     }
 
-    /// Deletes a removed trigger's file and its outputs.
-    pub(crate) fn forget(&self, name: &str) -> Result<(), ErrorReply> {
-        self.lock().outputs.remove(name);
+    /// Removes a trigger: kills its runs, drops its outputs and deletes its file, all before
+    /// another request can add one of the same name. Returns what it was.
+    pub(crate) fn forget(&self, name: &str) -> Result<TriggerInfo, ErrorReply> {
+        let mut inner = self.lock();
+        let info = {
+            let trigger = inner
+                .scheduler
+                .get(name)
+                .ok_or_else(|| self.not_found(name))?;
+            self.info(trigger, 0)
+        };
+        let kills = inner
+            .scheduler
+            .remove(name)
+            .map(|(_, k)| k)
+            .unwrap_or_default();
+        for kill in kills {
+            if let Action::Signal { run, signal, .. } = kill {
+                if let Some(control) = inner.controls.get(&(name.to_string(), run)) {
+                    control.signal(signal);
+                }
+            }
+        }
+        inner.outputs.remove(name);
+        inner.controls.retain(|(trigger, _), _| trigger != name);
         let _order = self.write_order.lock().unwrap_or_else(|e| e.into_inner());
+        drop(inner);
         self.store.delete(name).map_err(|e| ErrorReply {
             kind: ErrorKind::Internal,
             message: format!("removed trigger '{name}' but cannot delete its file: {e}"),
-        })
+        })?;
+        Ok(info)
     }
 
     /// A run's output ring, if it has one.
