@@ -1,9 +1,10 @@
 //! `cmdop trigger add`: checks the schedule and zone here first (so a typo is named before
 //! anything is sent), then asks the node, which checks again and creates nothing on refusal.
 
-use super::{parse_env, Bytes, Duration, Missed, Overlap};
+use super::{parse_env, Missed, Overlap};
 use crate::context::Context;
 use cmdop_proto::schedule::Schedule;
+use cmdop_proto::units::{ByteSize, HumanDuration};
 use cmdop_proto::{AddTrigger, Concurrency, MissedPolicy, TriggerSpec};
 use std::process::ExitCode;
 
@@ -30,19 +31,19 @@ pub struct Args {
     missed: Missed,
     /// With --missed run-once: how late the catch-up run may still start [default: no limit].
     #[arg(long, value_name = "DURATION")]
-    starting_deadline: Option<Duration>,
+    starting_deadline: Option<HumanDuration>,
     /// A fire while the previous run is still going.
     #[arg(long, value_enum, default_value = "forbid")]
     concurrency: Overlap,
     /// Stop a run still going after this long (SIGTERM to its process group, SIGKILL 10 s later).
     #[arg(long, value_name = "DURATION")]
-    timeout: Option<Duration>,
+    timeout: Option<HumanDuration>,
     /// Runs kept in history (missed and skipped fires count as runs).
     #[arg(long, value_name = "N", default_value_t = 20)]
     keep_runs: u32,
     /// Output kept per run (the last bytes; the total is still counted), e.g. 64KiB, 1MiB.
     #[arg(long, value_name = "SIZE", default_value = "64KiB")]
-    keep_output: Bytes,
+    keep_output: ByteSize,
     /// An environment variable for the command (repeatable).
     #[arg(long, value_name = "K=V", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -51,7 +52,7 @@ pub struct Args {
     cwd: Option<String>,
 }
 
-fn millis(duration: Option<Duration>) -> Option<u64> {
+fn millis(duration: Option<HumanDuration>) -> Option<u64> {
     duration.map(|d| d.0.as_millis() as u64)
 }
 

@@ -13,7 +13,6 @@ mod show;
 
 use crate::context::Context;
 use clap::{Subcommand, ValueEnum};
-use cmdop_proto::units::{ByteSize, HumanDuration};
 use std::process::ExitCode;
 
 /// The `cmdop trigger` subcommands.
@@ -156,11 +155,6 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Re-exported for [`add::Args`].
-type Duration = HumanDuration;
-/// Re-exported for [`add::Args`].
-type Bytes = ByteSize;
-
 /// Runs a `cmdop trigger` subcommand.
 pub async fn run(command: Command, context: &Context) -> anyhow::Result<ExitCode> {
     match command {
@@ -198,5 +192,97 @@ pub async fn run(command: Command, context: &Context) -> anyhow::Result<ExitCode
             tz,
             count,
         } => show::validate(&schedule, tz.as_deref(), count),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("trigger").chain(args.iter().copied()))
+            .map(|cli| cli.command)
+    }
+
+    #[test]
+    fn add_takes_the_issue_s_flags() {
+        let command = parse(&[
+            "add",
+            "--name",
+            "nightly-backup",
+            "--schedule",
+            "0 3 * * *",
+            "--machine",
+            "vps-audi",
+            "--shell",
+            "backup.sh",
+            "--tz",
+            "Europe/Berlin",
+            "--missed",
+            "run-once",
+            "--starting-deadline",
+            "1h",
+            "--concurrency",
+            "replace",
+            "--timeout",
+            "30m",
+            "--keep-runs",
+            "5",
+            "--keep-output",
+            "1MiB",
+            "--env",
+            "A=b=c",
+            "--env",
+            "B=",
+            "--cwd",
+            "/srv",
+        ])
+        .unwrap();
+        let text = format!("{command:?}");
+        for part in [
+            "RunOnce",
+            "Replace",
+            "1048576",
+            "\"A\", \"b=c\"",
+            "\"B\", \"\"",
+            "/srv",
+        ] {
+            assert!(text.contains(part), "{part} missing in {text}");
+        }
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        let base = [
+            "add",
+            "--name",
+            "n",
+            "--schedule",
+            "* * * * *",
+            "--shell",
+            "true",
+        ];
+        // --machine is required.
+        assert!(parse(&base).is_err());
+        let with = |extra: &[&str]| {
+            let mut args: Vec<&str> = base.to_vec();
+            args.extend(["--machine", "h"]);
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        assert!(with(&[]).is_ok());
+        assert!(with(&["--concurrency", "sometimes"]).is_err());
+        assert!(with(&["--env", "NOVALUE"]).is_err());
+        assert!(with(&["--timeout", "soon"]).is_err());
+        assert!(parse(&["logs", "x", "--run", "3", "--last"]).is_err());
     }
 }
