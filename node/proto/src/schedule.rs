@@ -118,22 +118,6 @@ impl Schedule {
         u64::try_from(last.timestamp_millis()).ok()
     }
 
-    /// The fires in `(after_ms, through_ms]`: how many (counting at most `cap`) and the last.
-    pub fn fires_between(&self, after_ms: u64, through_ms: u64, cap: u32) -> (u32, Option<u64>) {
-        let (mut count, mut last, mut at) = (0, None, after_ms);
-        while let Some(next) = self.next_after(at).filter(|&n| n <= through_ms) {
-            count += 1;
-            last = Some(next);
-            at = next;
-            if count >= cap {
-                // Too many to walk: the last one directly (the count stays a lower bound).
-                let latest = self.last_at_or_before(through_ms).filter(|&l| l > at);
-                return (count, latest.or(last));
-            }
-        }
-        (count, last)
-    }
-
     /// The first `count` fire times strictly after `after_ms`.
     pub fn next_n(&self, after_ms: u64, count: usize) -> Vec<u64> {
         let mut fires = Vec::with_capacity(count);

@@ -147,22 +147,15 @@ fn a_pattern_that_never_fires_has_no_next() {
 }
 
 #[test]
-fn fires_between_counts_and_finds_the_last() {
+fn the_last_fire_at_or_before() {
     let s = Schedule::parse("*/5 * * * *", Some("UTC")).unwrap();
-    let noon = utc(2025, 1, 1, 12, 0);
-    // (12:00, 13:02]: 12:05 … 13:00.
-    assert_eq!(
-        s.fires_between(noon, utc(2025, 1, 1, 13, 2), 1000),
-        (12, Some(utc(2025, 1, 1, 13, 0)))
-    );
-    assert_eq!(s.fires_between(noon, noon + 1000, 1000), (0, None));
-    // Capped: the count stops, the last is still the real last.
-    assert_eq!(
-        s.fires_between(noon, utc(2025, 1, 2, 12, 0), 10),
-        (10, Some(utc(2025, 1, 2, 12, 0)))
-    );
     assert_eq!(
         s.last_at_or_before(utc(2025, 1, 1, 12, 7)),
         Some(utc(2025, 1, 1, 12, 5))
+    );
+    assert_eq!(
+        s.last_at_or_before(utc(2025, 1, 1, 12, 5)),
+        Some(utc(2025, 1, 1, 12, 5)),
+        "inclusive"
     );
 }

@@ -49,6 +49,9 @@ pub struct TriggerSpec {
     pub concurrency: Concurrency,
     /// A run still going after this long is stopped and recorded as `timeout` (ms).
     pub timeout_ms: Option<u64>,
+    /// Each fire starts up to this much after its time (ms), the same delay for the same fire.
+    #[serde(default)]
+    pub jitter_ms: u64,
     /// Runs kept in history.
     pub keep_runs: u32,
     /// Output bytes kept per run (the last ones).
@@ -263,6 +266,7 @@ mod tests {
             starting_deadline_ms: Some(3_600_000),
             concurrency: Concurrency::Replace,
             timeout_ms: Some(1_800_000),
+            jitter_ms: 300_000,
             keep_runs: 20,
             keep_output: 65_536,
             env: vec![("K".into(), "V".into())],

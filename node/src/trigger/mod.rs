@@ -60,6 +60,7 @@ pub(crate) mod tests_support {
             starting_deadline_ms: None,
             concurrency: Default::default(),
             timeout_ms: None,
+            jitter_ms: 0,
             keep_runs: 20,
             keep_output: 64 * 1024,
             env: Vec::new(),

@@ -6,7 +6,8 @@
 //! - `next_wakeup(now)` is the earliest of the next fire, the next deadline, and `now + 60 s`,
 //!   so a wall-clock step or a suspend is noticed within a minute.
 //!
-//! A trigger remembers `handled_until`: every fire at or before it was handled (run, missed or
+//! A fire is due at its time plus the trigger's jitter for it ([`jitter_offset`]: the same for
+//! the same fire, so a restart does not move it). A trigger remembers `handled_until`: every fire at or before it was handled (run, missed or
 //! skipped), and it never moves back, so a (trigger, fire time) pair never runs twice whatever
 //! the clock does. Fires found more than [`LATE_LIMIT`] late (the node was down or suspended,
 //! or the clock jumped ahead) are missed: one `missed` row stands for them all, and with
@@ -211,7 +212,7 @@ impl Scheduler {
             if trigger.record.enabled {
                 let after = trigger.record.handled_until_ms;
                 if let Some(next) = trigger.schedule.next_after(after) {
-                    wake = wake.min(next.max(now));
+                    wake = wake.min(trigger.due(next).max(now));
                 }
             }
             for running in &trigger.running {
@@ -242,6 +243,22 @@ pub struct Ended {
     pub note: Option<String>,
 }
 
+/// How long after its time fire `scheduled` of trigger `name` starts: in `[0, jitter_ms)`,
+/// spread by a hash of both, so it is the same for the same fire across restarts.
+pub fn jitter_offset(name: &str, scheduled: u64, jitter_ms: u64) -> u64 {
+    if jitter_ms == 0 {
+        return 0;
+    }
+    // FNV-1a of the name, then splitmix64: stable across Rust versions, unlike std's hasher.
+    let fnv = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut x = fnv ^ scheduled;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) % jitter_ms
+}
+
 fn signal(trigger: &str, run: u64, signal: StopSignal) -> Action {
     Action::Signal {
         trigger: trigger.to_string(),
@@ -257,11 +274,11 @@ impl Trigger {
             return false;
         }
         let after = self.record.handled_until_ms;
-        let (count, Some(latest)) = self.schedule.fires_between(after, now, COUNT_CAP) else {
+        let (count, Some(latest)) = self.due_fires(now) else {
             return false;
         };
         self.record.handled_until_ms = latest;
-        let late = now - latest;
+        let late = now.saturating_sub(self.due(latest));
         let catch_up = match self.record.spec.missed {
             MissedPolicy::Skip => false,
             MissedPolicy::RunOnce => {
@@ -282,6 +299,33 @@ impl Trigger {
             self.fire(latest, now, false, actions);
         }
         true
+    }
+
+    /// When fire `scheduled` is due: its time plus the trigger's jitter for it.
+    fn due(&self, scheduled: u64) -> u64 {
+        let spec = &self.record.spec;
+        scheduled + jitter_offset(&spec.name, scheduled, spec.jitter_ms)
+    }
+
+    /// The fires after `handled_until` that are due by `now`: how many (counting at most
+    /// [`COUNT_CAP`]) and the latest. They are walked in the order of their fire times, so a
+    /// fire whose jitter puts it after `now` holds back the ones after it.
+    fn due_fires(&self, now: u64) -> (u32, Option<u64>) {
+        let (mut count, mut latest) = (0, None);
+        let mut at = self.record.handled_until_ms;
+        while let Some(next) = self.schedule.next_after(at) {
+            if self.due(next) > now {
+                break;
+            }
+            (count, latest, at) = (count + 1, Some(next), next);
+            if count >= COUNT_CAP {
+                // Too many to walk (a long downtime): on to the last fire surely due.
+                let surely = now.saturating_sub(self.record.spec.jitter_ms);
+                let last = self.schedule.last_at_or_before(surely);
+                return (count, last.filter(|&l| l > at).or(latest));
+            }
+        }
+        (count, latest)
     }
 
     /// A fire (scheduled or manual) under the concurrency policy; returns its row.

@@ -415,3 +415,48 @@ fn removing_a_trigger_kills_its_runs() {
     );
     assert!(s.get("t").is_none());
 }
+
+#[test]
+fn jitter_delays_each_fire_the_same_way_and_runs_it_once() {
+    let t0 = utc(2025, 1, 1, 12, 0) + 30_000;
+    let jittered = TriggerSpec {
+        jitter_ms: 5 * MIN,
+        ..spec("t", "*/10 * * * *")
+    };
+    let mut s = scheduler_with(jittered.clone(), t0);
+    let mut starts_at = Vec::new();
+    let mut now = t0;
+    while now < t0 + 2 * HOUR {
+        now = s.next_wakeup(now).max(now + 1);
+        for run in starts(&s.poll(now).0) {
+            let row = s.get("t").unwrap().record.run(run).unwrap().clone();
+            let offset = jitter_offset("t", row.scheduled_ms, 5 * MIN);
+            assert_eq!(
+                row.start_ms,
+                Some(row.scheduled_ms + offset),
+                "starts at its due time"
+            );
+            starts_at.push((row.scheduled_ms, offset));
+            s.finished("t", run, ok_end(), now);
+        }
+    }
+    let scheduled: Vec<u64> = starts_at.iter().map(|(f, _)| *f).collect();
+    let expected: Vec<u64> = (1..=12)
+        .map(|i| utc(2025, 1, 1, 12, 0) + i * 10 * MIN)
+        .collect();
+    assert_eq!(scheduled[..11], expected[..11], "each fire once, in order");
+    let offsets: HashSet<u64> = starts_at.iter().map(|(_, o)| *o).collect();
+    assert!(offsets.len() > 5, "offsets spread: {offsets:?}");
+    assert!(offsets.iter().all(|&o| o < 5 * MIN));
+    // The same fire gets the same delay (after a restart too); another name another one.
+    assert_eq!(jitter_offset("t", expected[0], 5 * MIN), starts_at[0].1);
+    assert_ne!(
+        (0..10)
+            .map(|i| jitter_offset("t", expected[i], 5 * MIN))
+            .collect::<Vec<_>>(),
+        (0..10)
+            .map(|i| jitter_offset("u", expected[i], 5 * MIN))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(jitter_offset("t", expected[0], 0), 0);
+}

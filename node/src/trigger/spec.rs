@@ -11,6 +11,9 @@ const MAX_NAME: usize = 64;
 /// Most history rows a trigger may keep.
 pub const MAX_KEEP_RUNS: u32 = 1000;
 
+/// Longest jitter.
+pub const MAX_JITTER_MS: u64 = 24 * 3600 * 1000;
+
 /// Most output bytes a run may keep.
 pub const MAX_KEEP_OUTPUT: u64 = 16 * 1024 * 1024;
 
@@ -47,6 +50,12 @@ pub fn check(spec: &TriggerSpec) -> Result<Schedule, ErrorReply> {
     if spec.timeout_ms == Some(0) {
         return Err(bad(format!(
             "cannot add trigger '{}': --timeout must be longer than zero",
+            spec.name
+        )));
+    }
+    if spec.jitter_ms > MAX_JITTER_MS {
+        return Err(bad(format!(
+            "cannot add trigger '{}': --jitter may be at most 24h",
             spec.name
         )));
     }

@@ -38,6 +38,9 @@ pub struct Args {
     /// Stop a run still going after this long (SIGTERM to its process group, SIGKILL 10 s later).
     #[arg(long, value_name = "DURATION")]
     timeout: Option<HumanDuration>,
+    /// Start each fire up to this much later (spread over a fleet; the same delay for the same fire).
+    #[arg(long, value_name = "DURATION")]
+    jitter: Option<HumanDuration>,
     /// Runs kept in history (missed and skipped fires count as runs).
     #[arg(long, value_name = "N", default_value_t = 20)]
     keep_runs: u32,
@@ -79,6 +82,7 @@ pub async fn add(context: &Context, args: Args) -> anyhow::Result<ExitCode> {
             Overlap::Replace => Concurrency::Replace,
         },
         timeout_ms: millis(args.timeout),
+        jitter_ms: millis(args.jitter).unwrap_or(0),
         keep_runs: args.keep_runs,
         keep_output: args.keep_output.0,
         env: args.env,

@@ -205,6 +205,7 @@ pub fn print_show(host: &str, t: &TriggerInfo) {
         ("deadline", ms(spec.starting_deadline_ms)),
         ("concurrency", concurrency_text(spec.concurrency).into()),
         ("timeout", ms(spec.timeout_ms)),
+        ("jitter", ms(Some(spec.jitter_ms).filter(|&j| j > 0))),
         (
             "keep",
             format!("{} runs x {}", spec.keep_runs, bytes(spec.keep_output)),
@@ -285,6 +286,7 @@ pub fn trigger_json(host: &str, t: &TriggerInfo) -> serde_json::Value {
         "starting_deadline_ms": spec.starting_deadline_ms,
         "concurrency": concurrency_text(spec.concurrency),
         "timeout_ms": spec.timeout_ms,
+        "jitter_ms": spec.jitter_ms,
         "keep_runs": spec.keep_runs,
         "keep_output": spec.keep_output,
         "env": env,
