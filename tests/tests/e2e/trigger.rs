@@ -4,7 +4,9 @@
 //!
 //! A minute is too long to wait in CI, so the node runs with `CMDOP_TEST_TRIGGER_TIME_SCALE=60`:
 //! its trigger clock (only that clock) runs 60 times faster than the wall clock, so the public
-//! `* * * * *` schedule fires about once a second. Everything else is as in production.
+//! `* * * * *` schedule fires about once a second. Everything else is as in production. (The
+//! sped-up clock starts from the wall clock at each node start, so a restart steps it back by
+//! however far it ran ahead: the restarted node must not run any fire twice meanwhile.)
 
 use cmdop_e2e::{free_port, wait_until, Home, NodeProcess};
 use std::time::Duration;
