@@ -131,6 +131,13 @@ fn a_scheduled_trigger_runs_unattended_stops_when_disabled_and_survives_a_restar
             .first()
             .is_some_and(|r| r["manual"] == false && r["outcome"] == "fail")
     }));
+    let scheduled: Vec<String> = runs(&home, "every")
+        .iter()
+        .filter(|r| r["manual"] == false)
+        .map(|r| r["scheduled"].to_string())
+        .collect();
+    let unique: std::collections::HashSet<&String> = scheduled.iter().collect();
+    assert_eq!(unique.len(), scheduled.len(), "a fire ran twice: {scheduled:?}");
 }
 
 #[test]
