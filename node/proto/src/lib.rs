@@ -6,9 +6,9 @@
 //! CBOR frame ([`frame`]).
 //!
 //! Also here, because both ends need them: the snapshot format ([`snapshot`]), the config
-//! schema ([`config`]), key fingerprints ([`fingerprint`]), human units ([`units`]) and the
-//! resync bookkeeping of a live terminal ([`resync`]), and the
-//! cron schedules of triggers ([`schedule`], messages in [`trigger`]).
+//! schema ([`config`]), key fingerprints ([`fingerprint`]), human units ([`units`]), the
+//! resync bookkeeping of a live terminal ([`resync`]) and the cron schedules of triggers
+//! ([`schedule`]; their messages are in [`trigger`]).
 
 pub mod attach;
 pub mod config;
