@@ -228,6 +228,7 @@ async fn a_scheduled_run_is_logged_stops_when_disabled_and_survives_a_restart() 
     assert_eq!(bench.history("every").len(), 2);
     assert_eq!(logs(&bench).data, b"manual\n");
     assert_eq!(info.consecutive_fails, 0);
+    let _ = std::fs::remove_dir_all(&bench.home);
 }
 
 #[tokio::test]
@@ -268,6 +269,7 @@ async fn replace_signals_the_old_run_and_kills_it_after_the_grace() {
     .await;
     assert_eq!(rows[0].outcome, Outcome::Running, "the new run goes on");
     assert_eq!(rows[1].exit, Some(ExitStatus::Signal(9)));
+    let _ = std::fs::remove_dir_all(&bench.home);
 }
 
 #[tokio::test]
@@ -323,5 +325,25 @@ async fn bad_input_creates_nothing_and_a_start_failure_is_a_failed_run() {
         Reply::Trigger(_)
     ));
     assert!(!bench.home.join("triggers/x.json").exists());
+    let _ = std::fs::remove_dir_all(&bench.home);
+}
+
+#[tokio::test]
+async fn a_trigger_that_cannot_be_stored_is_not_created() {
+    let bench = Bench::new("unstorable", utc(2025, 1, 1, 12, 0));
+    // A file where the directory should be: every write fails.
+    std::fs::write(bench.home.join("triggers"), b"in the way").unwrap();
+    let Reply::Error(error) = bench.add(spec("x", "0 3 * * *")) else {
+        panic!("created without being stored");
+    };
+    assert_eq!(error.kind, ErrorKind::Internal);
+    assert!(
+        error.message.contains("nothing was created"),
+        "{}",
+        error.message
+    );
+    assert!(
+        matches!(bench.call(Request::ListTriggers(ListTriggers)), Reply::Triggers(t) if t.is_empty())
+    );
     let _ = std::fs::remove_dir_all(&bench.home);
 }

@@ -67,8 +67,18 @@ impl Triggers {
             let trigger = inner.scheduler.add(spec, schedule, self.now());
             self.info(trigger, 5)
         };
+        if let Err(e) = self.save_one(&name) {
+            // Not stored, not created: it would be lost at the next restart.
+            self.lock().scheduler.remove(&name);
+            return Err(ErrorReply {
+                kind: ErrorKind::Internal,
+                message: format!(
+                    "cannot store trigger '{name}' on {} ({e}); nothing was created (check $CMDOP_HOME/triggers there)",
+                    self.host
+                ),
+            });
+        }
         tracing::info!(trigger = %name, schedule = %info.spec.schedule, zone = %info.zone, "trigger added");
-        self.save(std::slice::from_ref(&name));
         self.wake();
         Ok(Reply::Trigger(Box::new(info)))
     }

@@ -241,18 +241,23 @@ impl Triggers {
     /// Stores the triggers named (removed ones are skipped).
     pub(crate) fn save(&self, names: &[String]) {
         for name in names {
-            let inner = self.lock();
-            let Some(trigger) = inner.scheduler.get(name) else {
-                continue;
-            };
-            let outputs = snapshot_outputs(&inner, trigger);
-            let bytes = Store::encode(&trigger.record, &outputs);
-            let _order = self.write_order.lock().unwrap_or_else(|e| e.into_inner());
-            drop(inner);
-            if let Err(e) = self.store.write(name, &bytes) {
+            if let Err(e) = self.save_one(name) {
                 tracing::error!(trigger = %name, "cannot store the trigger: {e}");
             }
         }
+    }
+
+    /// Stores one trigger (nothing when it was removed).
+    pub(crate) fn save_one(&self, name: &str) -> std::io::Result<()> {
+        let inner = self.lock();
+        let Some(trigger) = inner.scheduler.get(name) else {
+            return Ok(());
+        };
+        let outputs = snapshot_outputs(&inner, trigger);
+        let bytes = Store::encode(&trigger.record, &outputs);
+        let _order = self.write_order.lock().unwrap_or_else(|e| e.into_inner());
+        drop(inner);
+        self.store.write(name, &bytes)
     }
 
     /// Removes a trigger: kills its runs, drops its outputs and deletes its file, all before

@@ -137,7 +137,11 @@ fn a_scheduled_trigger_runs_unattended_stops_when_disabled_and_survives_a_restar
         .map(|r| r["scheduled"].to_string())
         .collect();
     let unique: std::collections::HashSet<&String> = scheduled.iter().collect();
-    assert_eq!(unique.len(), scheduled.len(), "a fire ran twice: {scheduled:?}");
+    assert_eq!(
+        unique.len(),
+        scheduled.len(),
+        "a fire ran twice: {scheduled:?}"
+    );
 }
 
 #[test]
