@@ -217,3 +217,78 @@ fn bad_input_is_refused_with_one_sentence_and_creates_nothing() {
     let error = home.cmdop(&["trigger", "validate", "* * 32 * *"]).fails();
     assert!(error.contains("day-of-month '32'"), "{error}");
 }
+
+#[test]
+fn names_resolve_across_hosts_and_list_asks_every_host() {
+    let homes = [Home::new("trigger-one"), Home::new("trigger-two")];
+    let mut nodes: Vec<NodeProcess> = homes
+        .iter()
+        .map(|h| NodeProcess::start(h, free_port(), ""))
+        .collect();
+    let client = Home::new("trigger-client");
+    client.write_config(&format!(
+        "client:\n  connect_timeout: 2s\nhosts:\n  one:\n    addr: {}\n  two:\n    addr: {}\n",
+        nodes[0].addr(),
+        nodes[1].addr()
+    ));
+    let fp = client.cmdop(&["id"]).ok();
+    for home in &homes {
+        home.cmdop_node(&["authorize", fp.trim()]).ok();
+    }
+    let add = |name: &str, host: &str, shell: &str| {
+        let args = ["trigger", "add", "--name", name, "--schedule", "0 3 * * *"];
+        let mut args = args.to_vec();
+        args.extend(["--machine", host, "--shell", shell]);
+        client.cmdop(&args).ok();
+    };
+    add("sync", "one", "echo from-one");
+    add("sync", "two", "echo from-two");
+    add("solo", "two", "echo solo-on-two");
+
+    let list = json(&client.cmdop(&["trigger", "list", "--json"]).ok());
+    let mut found: Vec<String> = list["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            format!(
+                "{}/{}",
+                t["host"].as_str().unwrap(),
+                t["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(found, ["one/sync", "two/solo", "two/sync"]);
+
+    let error = client.cmdop(&["trigger", "show", "sync"]).fails();
+    assert!(
+        error.contains("several hosts (one, two)") && error.contains("--machine"),
+        "{error}"
+    );
+    let run = client.cmdop(&["trigger", "run", "sync", "--machine", "two", "--wait"]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "from-two\n"),
+        "{}",
+        run.stderr
+    );
+    let run = client.cmdop(&["trigger", "run", "solo", "--wait"]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "solo-on-two\n"),
+        "{}",
+        run.stderr
+    );
+
+    // A host down: the others are still listed, the down one is named.
+    nodes[1].stop();
+    let list = client.cmdop(&["trigger", "list"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(
+        list.stdout.contains("one") && list.stdout.contains("sync"),
+        "{}",
+        list.stdout
+    );
+    assert!(list.stderr.contains("two unreachable"), "{}", list.stderr);
+}
