@@ -257,7 +257,7 @@ impl Triggers {
         let bytes = Store::encode(&trigger.record, &outputs);
         let _order = self.write_order.lock().unwrap_or_else(|e| e.into_inner());
         drop(inner);
-        self.store.write(name, &bytes)
+        off_the_runtime(|| self.store.write(name, &bytes))
     }
 
     /// Removes a trigger: kills its runs, drops its outputs and deletes its file, all before
@@ -287,7 +287,7 @@ impl Triggers {
         inner.controls.retain(|(trigger, _), _| trigger != name);
         let _order = self.write_order.lock().unwrap_or_else(|e| e.into_inner());
         drop(inner);
-        self.store.delete(name).map_err(|e| ErrorReply {
+        off_the_runtime(|| self.store.delete(name)).map_err(|e| ErrorReply {
             kind: ErrorKind::Internal,
             message: format!("removed trigger '{name}' but cannot delete its file: {e}"),
         })?;
@@ -343,6 +343,18 @@ impl Triggers {
                 None => format!("trigger '{name}' has not run yet (start it with 'cmdop trigger run {name}')"),
             },
         })
+    }
+}
+
+/// Runs file I/O (a write ends with an fsync) without stalling the other tasks of a
+/// multi-threaded runtime: they move to other workers meanwhile.
+fn off_the_runtime<T>(io: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(io)
+        }
+        _ => io(),
     }
 }
 
