@@ -34,6 +34,9 @@ enum Command {
     /// Manage sessions: create, list, show, attach, detach, send, save, restore, destroy.
     #[command(subcommand)]
     Session(cmd::session::Command),
+    /// Scheduled commands on a host: add, list, show, enable, disable, run, health, history, logs, remove, validate.
+    #[command(subcommand)]
+    Trigger(cmd::trigger::Command),
     /// Manage known hosts.
     #[command(subcommand)]
     Host(cmd::host::Command),
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         let result = match cli.command {
             Command::Connect(args) => cmd::connect::run(args, &context).await,
             Command::Session(command) => cmd::session::run(command, &context).await,
+            Command::Trigger(command) => cmd::trigger::run(command, &context).await,
             Command::Host(command) => cmd::host::run(command, &context).await,
             Command::Id => {
                 println!("{}", context.identity()?.fingerprint());

@@ -7,6 +7,8 @@
 //! - [`session`]: one session (PTY, ringbuffer, lifecycle), admission of attachments, the
 //!   registry of sessions and their idle expiry;
 //! - [`migrate`]: snapshots in, snapshots out, and moving a session to another node;
+//! - [`trigger`]: scheduled commands run with no client attached (cron schedule, bounded
+//!   history and output, stored under `$CMDOP_HOME/triggers/`);
 //! - [`server`]: the QUIC endpoint, handshake admission, control requests, live connections
 //!   and attachments (over any framed stream).
 //!
@@ -16,6 +18,7 @@ pub mod migrate;
 pub mod os;
 pub mod server;
 pub mod session;
+pub mod trigger;
 
 #[cfg(test)]
 mod tests;

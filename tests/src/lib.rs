@@ -193,6 +193,11 @@ impl NodeProcess {
 
     /// Starts a node for `home` with its existing config.
     pub fn spawn(home: &Home, port: u16) -> NodeProcess {
+        Self::spawn_with_env(home, port, &[])
+    }
+
+    /// Starts a node for `home` with its existing config and extra environment variables.
+    pub fn spawn_with_env(home: &Home, port: u16, env: &[(&str, &str)]) -> NodeProcess {
         let log = home.path.join("node.log");
         let starts_before = std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -207,6 +212,7 @@ impl NodeProcess {
             .env("CMDOP_HOME", &home.path)
             .env("SHELL", "/bin/sh")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)

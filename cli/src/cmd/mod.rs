@@ -5,3 +5,4 @@ pub mod completions;
 pub mod connect;
 pub mod host;
 pub mod session;
+pub mod trigger;

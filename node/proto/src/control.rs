@@ -7,6 +7,10 @@
 use crate::error::ErrorReply;
 use crate::session::{SessionInfo, WinSize};
 use crate::snapshot::Snapshot;
+use crate::trigger::{
+    AddTrigger, ListTriggers, RemoveTrigger, RunInfo, RunTrigger, SetTriggerEnabled, ShowTrigger,
+    TriggerHistory, TriggerInfo, TriggerLog, TriggerLogs,
+};
 use crate::Fingerprint;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -255,6 +259,22 @@ pub enum Request {
     IssueTicket(IssueTicket),
     /// See [`Migrate`].
     Migrate(Migrate),
+    /// See [`AddTrigger`].
+    AddTrigger(AddTrigger),
+    /// See [`ListTriggers`].
+    ListTriggers(ListTriggers),
+    /// See [`ShowTrigger`].
+    ShowTrigger(ShowTrigger),
+    /// See [`SetTriggerEnabled`].
+    SetTriggerEnabled(SetTriggerEnabled),
+    /// See [`RunTrigger`].
+    RunTrigger(RunTrigger),
+    /// See [`TriggerHistory`].
+    TriggerHistory(TriggerHistory),
+    /// See [`TriggerLogs`].
+    TriggerLogs(TriggerLogs),
+    /// See [`RemoveTrigger`].
+    RemoveTrigger(RemoveTrigger),
 }
 
 /// The node's answer to a [`Request`].
@@ -280,6 +300,16 @@ pub enum Reply {
     Ticket(Ticket),
     /// The session now on the target node; the source's copy is destroyed (after Migrate).
     Migrated(Restored),
+    /// A trigger (after AddTrigger, ShowTrigger, SetTriggerEnabled, RemoveTrigger).
+    Trigger(Box<TriggerInfo>),
+    /// Every trigger (after ListTriggers).
+    Triggers(Vec<TriggerInfo>),
+    /// One history row (after RunTrigger: the run started, or why it did not).
+    TriggerRun(RunInfo),
+    /// History rows, newest first (after TriggerHistory).
+    TriggerRuns(Vec<RunInfo>),
+    /// A run's output (after TriggerLogs).
+    TriggerLog(TriggerLog),
     /// The request failed; the connection stays usable.
     Error(ErrorReply),
 }
@@ -325,6 +355,14 @@ calls! {
     Restore => Restored(Restored),
     IssueTicket => Ticket(Ticket),
     Migrate => Migrated(Restored),
+    AddTrigger => Trigger(Box<TriggerInfo>),
+    ListTriggers => Triggers(Vec<TriggerInfo>),
+    ShowTrigger => Trigger(Box<TriggerInfo>),
+    SetTriggerEnabled => Trigger(Box<TriggerInfo>),
+    RunTrigger => TriggerRun(RunInfo),
+    TriggerHistory => TriggerRuns(Vec<RunInfo>),
+    TriggerLogs => TriggerLog(TriggerLog),
+    RemoveTrigger => Trigger(Box<TriggerInfo>),
 }
 
 impl Call for SendInput {

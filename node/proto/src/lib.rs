@@ -6,8 +6,9 @@
 //! CBOR frame ([`frame`]).
 //!
 //! Also here, because both ends need them: the snapshot format ([`snapshot`]), the config
-//! schema ([`config`]), key fingerprints ([`fingerprint`]), human units ([`units`]) and the
-//! resync bookkeeping of a live terminal ([`resync`]).
+//! schema ([`config`]), key fingerprints ([`fingerprint`]), human units ([`units`]), the
+//! resync bookkeeping of a live terminal ([`resync`]) and the cron schedules of triggers
+//! ([`schedule`]; their messages are in [`trigger`]).
 
 pub mod attach;
 pub mod config;
@@ -16,8 +17,10 @@ pub mod error;
 pub mod fingerprint;
 pub mod frame;
 pub mod resync;
+pub mod schedule;
 pub mod session;
 pub mod snapshot;
+pub mod trigger;
 pub mod units;
 
 #[cfg(test)]
@@ -29,3 +32,4 @@ pub use error::*;
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use session::*;
 pub use snapshot::Snapshot;
+pub use trigger::*;

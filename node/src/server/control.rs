@@ -120,6 +120,14 @@ pub async fn handle(node: &Node, request: Request) -> Reply {
         Request::IssueTicket(_) => {
             crate::migrate::issue_ticket(&node.migration_tickets, &node.host).map(Reply::Ticket)
         }
+        request @ (Request::AddTrigger(_)
+        | Request::ListTriggers(_)
+        | Request::ShowTrigger(_)
+        | Request::SetTriggerEnabled(_)
+        | Request::RunTrigger(_)
+        | Request::TriggerHistory(_)
+        | Request::TriggerLogs(_)
+        | Request::RemoveTrigger(_)) => node.triggers.handle(request),
         Request::Migrate(request) => {
             crate::migrate::migrate(registry, &node.identity, &node.home, request)
                 .await

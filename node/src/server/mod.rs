@@ -73,6 +73,8 @@ pub struct Node {
     endpoint: quinn::Endpoint,
     /// Admitted connections, for per-client limits and for closing a revoked client's.
     pub(crate) live: Arc<LiveConnections>,
+    /// Scheduled commands ([`crate::trigger`]).
+    pub triggers: Arc<crate::trigger::Triggers>,
 }
 
 /// Counts a handshake in progress for as long as it lives.
@@ -145,7 +147,14 @@ impl Node {
             host.clone(),
             options.config.node.clone(),
         ));
+        let triggers = crate::trigger::Triggers::open(
+            &options.home,
+            host.clone(),
+            Arc::new(crate::trigger::runner::NativeRunner),
+            Arc::new(crate::trigger::clock::SystemClock::from_env()),
+        );
         Ok(Arc::new(Node {
+            triggers,
             registry,
             identity: Arc::new(identity),
             local_client,
@@ -175,6 +184,7 @@ impl Node {
                 .clone()
                 .run_child_watcher(shutdown.child_token()),
         );
+        tasks.spawn(self.triggers.clone().run(shutdown.child_token()));
         let handshakes = Arc::new(AtomicUsize::new(0));
         let mut refused_handshakes = 0u64;
         let mut last_refusal_log = None;
@@ -220,6 +230,7 @@ impl Node {
         self.endpoint
             .close(close_code::SHUTDOWN.into(), b"cmdop-node is shutting down");
         self.registry.destroy_all();
+        self.triggers.stop_all();
         tasks.abort_all();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }

@@ -4,7 +4,8 @@
 //! - [`admission`]: the holder, takeover and read-only viewers, and every limit;
 //! - [`input`]: keystrokes applied once across a reconnect, a takeover and a stalled program;
 //! - [`output`]: the gap when a reader falls off the ringbuffer, the exit after the last output;
-//! - [`expiry`]: idle expiry on a clock the test moves.
+//! - [`expiry`]: idle expiry on a clock the test moves;
+//! - [`trigger`]: the trigger service on a fake runner and a fake clock.
 //!
 //! Waits are on events (a frame, a byte typed, an output offset reached), never on sleeps; the
 //! timeouts only turn a hang into a failure.
@@ -15,6 +16,7 @@ mod admission;
 mod expiry;
 mod input;
 mod output;
+mod trigger;
 
 use crate::os::fake::{FakeProgram, FakePty};
 use crate::server::attach::{attach, OnMalformed};

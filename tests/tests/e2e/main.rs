@@ -12,4 +12,5 @@ mod slowlink;
 mod snapshot;
 mod soak;
 mod terminal;
+mod trigger;
 mod trust;

@@ -1,0 +1,387 @@
+//! The node's triggers as a service: the [`Scheduler`] behind a lock, driven by a task on a
+//! [`Clock`], starting runs through a [`Runner`], storing every change, and answering the
+//! control requests.
+//!
+//! - the driver task polls the scheduler, carries out its actions (start, signal), stores the
+//!   triggers that changed, then sleeps until the scheduler's next wake-up (a fire, a
+//!   deadline, or at most 60 s) or until a request or a run's end wakes it;
+//! - each started run has a task that awaits its exit and records it;
+//! - files are encoded under the lock and written outside it, in order (a write lock taken
+//!   before the scheduler's lock is released).
+
+use crate::trigger::clock::Clock;
+use crate::trigger::output::OutputRing;
+use crate::trigger::runner::{RunControl, Runner};
+use crate::trigger::scheduler::{Action, Ended, Scheduler, Trigger};
+use crate::trigger::store::Store;
+use cmdop_proto::{ErrorKind, ErrorReply, ExitStatus, RunInfo, TriggerInfo};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Most fire times a `show` returns.
+const MAX_FIRES: u32 = 100;
+
+/// The node's triggers.
+pub struct Triggers {
+    inner: Mutex<Inner>,
+    store: Store,
+    write_order: Mutex<()>,
+    runner: Arc<dyn Runner>,
+    clock: Arc<dyn Clock>,
+    wake: Notify,
+    /// The node's host name, for messages.
+    pub(crate) host: String,
+}
+
+impl std::fmt::Debug for Triggers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Triggers")
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+/// What the lock guards.
+#[derive(Default)]
+pub(crate) struct Inner {
+    pub(crate) scheduler: Scheduler,
+    /// Trigger name to run id to output.
+    outputs: HashMap<String, BTreeMap<u64, Arc<Mutex<OutputRing>>>>,
+    controls: HashMap<(String, u64), Box<dyn RunControl>>,
+}
+
+impl Triggers {
+    /// Loads the triggers stored under `home`; bad files are logged and set aside.
+    pub fn open(
+        home: &Path,
+        host: String,
+        runner: Arc<dyn Runner>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Triggers> {
+        let store = Store::new(home);
+        let now = clock.now_ms();
+        let (loaded, errors) = store.load_all(now);
+        for error in errors {
+            tracing::error!("{error}");
+        }
+        let mut inner = Inner::default();
+        for trigger in loaded {
+            let name = trigger.record.spec.name.clone();
+            match inner.scheduler.restore(trigger.record, now) {
+                Ok(_) => {
+                    let outputs = trigger.outputs.into_iter();
+                    let outputs = outputs.map(|(id, o)| (id, Arc::new(Mutex::new(o))));
+                    inner.outputs.insert(name, outputs.collect());
+                }
+                Err(e) => tracing::error!("cannot schedule a stored trigger, left as it is: {e}"),
+            }
+        }
+        let count = inner.scheduler.iter().count();
+        tracing::info!(triggers = count, "triggers loaded");
+        Arc::new(Triggers {
+            inner: Mutex::new(inner),
+            store,
+            write_order: Mutex::new(()),
+            runner,
+            clock,
+            wake: Notify::new(),
+            host,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; go on with it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Now on the trigger clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Wakes the driver to poll again.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Drives the scheduler until `shutdown`; then signals the runs going (their rows are
+    /// closed as interrupted at the next start if they do not end in time).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        // Restored triggers changed (interrupted runs closed): store them once.
+        let names: Vec<String> = self
+            .lock()
+            .scheduler
+            .iter()
+            .map(|t| t.record.spec.name.clone())
+            .collect();
+        self.save(&names);
+        loop {
+            let now = self.now();
+            let (actions, changed, wake_at) = {
+                let mut inner = self.lock();
+                let (actions, changed) = inner.scheduler.poll(now);
+                (actions, changed, inner.scheduler.next_wakeup(now))
+            };
+            self.apply(actions);
+            self.save(&changed);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = self.clock.sleep_until(wake_at) => {}
+            }
+        }
+        self.stop_all();
+    }
+
+    /// Sends SIGTERM to every run going (the node is shutting down). Their rows stay
+    /// `running` and are closed as interrupted when the node starts again.
+    pub fn stop_all(&self) {
+        for control in self.lock().controls.values() {
+            control.signal(crate::trigger::scheduler::StopSignal::Term);
+        }
+    }
+
+    /// Carries out the scheduler's actions.
+    pub(crate) fn apply(self: &Arc<Self>, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Start { trigger, run } => self.start(trigger, run),
+                Action::Signal {
+                    trigger,
+                    run,
+                    signal,
+                } => {
+                    if let Some(control) = self.lock().controls.get(&(trigger, run)) {
+                        control.signal(signal);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts run `run` of `trigger`, and a task that records its end.
+    fn start(self: &Arc<Self>, trigger: String, run: u64) {
+        let (spec, ring, created) = {
+            let mut inner = self.lock();
+            let Some(t) = inner.scheduler.get(&trigger) else {
+                return;
+            };
+            let (spec, created) = (t.record.spec.clone(), t.record.created_ms);
+            let ring = Arc::new(Mutex::new(OutputRing::new(spec.keep_output)));
+            let outputs = inner.outputs.entry(trigger.clone()).or_default();
+            outputs.insert(run, ring.clone());
+            (spec, ring, created)
+        };
+        tracing::info!(trigger, run, "trigger run starts");
+        match self.runner.start(&spec, ring) {
+            Ok(started) => {
+                self.lock()
+                    .controls
+                    .insert((trigger.clone(), run), started.control);
+                let triggers = self.clone();
+                tokio::spawn(async move {
+                    let exit = started.exit.await.ok();
+                    triggers.finished(&trigger, created, run, exit, None);
+                });
+            }
+            Err(note) => self.finished(&trigger, created, run, None, Some(note)),
+        }
+    }
+
+    /// Records the end of a run of the trigger `trigger` created at `created` (not of another
+    /// one added under the same name since), stores it and wakes the driver.
+    fn finished(
+        &self,
+        trigger: &str,
+        created: u64,
+        run: u64,
+        exit: Option<ExitStatus>,
+        note: Option<String>,
+    ) {
+        let now = self.now();
+        let row = {
+            let mut inner = self.lock();
+            let same =
+                (inner.scheduler.get(trigger)).is_some_and(|t| t.record.created_ms == created);
+            if !same {
+                return;
+            }
+            inner.controls.remove(&(trigger.to_string(), run));
+            let ring = inner
+                .outputs
+                .get(trigger)
+                .and_then(|o| o.get(&run))
+                .cloned();
+            let (bytes_total, bytes_kept) = ring.map_or((0, 0), |ring| {
+                let ring = ring.lock().unwrap_or_else(|e| e.into_inner());
+                (ring.total(), ring.kept_len())
+            });
+            let end = Ended {
+                exit,
+                bytes_total,
+                bytes_kept,
+                note,
+            };
+            let row = inner.scheduler.finished(trigger, run, end, now);
+            prune_outputs(&mut inner, trigger);
+            row
+        };
+        if let Some(row) = row {
+            let outcome = row.outcome.as_str();
+            tracing::info!(trigger, run, outcome, exit = ?row.exit, bytes = row.bytes_total, "trigger run ended");
+            self.save(&[trigger.to_string()]);
+        }
+        self.wake();
+    }
+
+    /// Stores the triggers named (removed ones are skipped).
+    pub(crate) fn save(&self, names: &[String]) {
+        for name in names {
+            if let Err(e) = self.save_one(name) {
+                tracing::error!(trigger = %name, "cannot store the trigger: {e}");
+            }
+        }
+    }
+
+    /// Stores one trigger (nothing when it was removed).
+    pub(crate) fn save_one(&self, name: &str) -> std::io::Result<()> {
+        let inner = self.lock();
+        let Some(trigger) = inner.scheduler.get(name) else {
+            return Ok(());
+        };
+        let outputs = snapshot_outputs(&inner, trigger);
+        let bytes = Store::encode(&trigger.record, &outputs);
+        let _order = self.write_order.lock().unwrap_or_else(|e| e.into_inner());
+        drop(inner);
+        off_the_runtime(|| self.store.write(name, &bytes))
+    }
+
+    /// Removes a trigger: kills its runs, drops its outputs and deletes its file, all before
+    /// another request can add one of the same name. Returns what it was.
+    pub(crate) fn forget(&self, name: &str) -> Result<TriggerInfo, ErrorReply> {
+        let mut inner = self.lock();
+        let info = {
+            let trigger = inner
+                .scheduler
+                .get(name)
+                .ok_or_else(|| self.not_found(name))?;
+            self.info(trigger, 0)
+        };
+        let kills = inner
+            .scheduler
+            .remove(name)
+            .map(|(_, k)| k)
+            .unwrap_or_default();
+        for kill in kills {
+            if let Action::Signal { run, signal, .. } = kill {
+                if let Some(control) = inner.controls.get(&(name.to_string(), run)) {
+                    control.signal(signal);
+                }
+            }
+        }
+        inner.outputs.remove(name);
+        inner.controls.retain(|(trigger, _), _| trigger != name);
+        let _order = self.write_order.lock().unwrap_or_else(|e| e.into_inner());
+        drop(inner);
+        off_the_runtime(|| self.store.delete(name)).map_err(|e| ErrorReply {
+            kind: ErrorKind::Internal,
+            message: format!("removed trigger '{name}' but cannot delete its file: {e}"),
+        })?;
+        Ok(info)
+    }
+
+    /// A run's output ring, if it has one.
+    pub(crate) fn output(&self, name: &str, run: u64) -> Option<Arc<Mutex<OutputRing>>> {
+        self.lock().outputs.get(name)?.get(&run).cloned()
+    }
+
+    /// A trigger's info with its next `fires` fire times.
+    pub(crate) fn info(&self, trigger: &Trigger, fires: u32) -> TriggerInfo {
+        let now = self.now();
+        TriggerInfo {
+            spec: trigger.record.spec.clone(),
+            zone: trigger.schedule().zone_name().to_string(),
+            enabled: trigger.record.enabled,
+            created_ms: trigger.record.created_ms,
+            next_fires: trigger.next_fires(now, fires.min(MAX_FIRES) as usize),
+            last_run: trigger.record.history.back().cloned(),
+            consecutive_fails: trigger.record.consecutive_fails,
+            running: trigger.running() as u32,
+        }
+    }
+
+    /// The not-found sentence.
+    pub(crate) fn not_found(&self, name: &str) -> ErrorReply {
+        ErrorReply {
+            kind: ErrorKind::NotFound,
+            message: format!(
+                "no trigger named '{name}' on {} (list them with 'cmdop trigger list')",
+                self.host
+            ),
+        }
+    }
+
+    /// A history row, or the not-found sentence.
+    pub(crate) fn row(&self, name: &str, run: Option<u64>) -> Result<RunInfo, ErrorReply> {
+        let inner = self.lock();
+        let trigger = inner
+            .scheduler
+            .get(name)
+            .ok_or_else(|| self.not_found(name))?;
+        let row = match run {
+            Some(id) => trigger.record.run(id),
+            None => trigger.record.last_started(),
+        };
+        row.cloned().ok_or_else(|| ErrorReply {
+            kind: ErrorKind::NotFound,
+            message: match run {
+                Some(id) => format!("trigger '{name}' has no run {id} in its history (see 'cmdop trigger history {name}')"),
+                None => format!("trigger '{name}' has not run yet (start it with 'cmdop trigger run {name}')"),
+            },
+        })
+    }
+}
+
+/// Runs file I/O (a write ends with an fsync) without stalling the other tasks of a
+/// multi-threaded runtime: they move to other workers meanwhile.
+fn off_the_runtime<T>(io: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(io)
+        }
+        _ => io(),
+    }
+}
+
+/// Drops the outputs of runs that left the history.
+fn prune_outputs(inner: &mut Inner, name: &str) {
+    let Inner {
+        scheduler, outputs, ..
+    } = inner;
+    let (Some(trigger), Some(outputs)) = (scheduler.get(name), outputs.get_mut(name)) else {
+        return;
+    };
+    outputs.retain(|id, _| trigger.record.run(*id).is_some());
+}
+
+/// The outputs of a trigger's history rows, copied.
+fn snapshot_outputs(inner: &Inner, trigger: &Trigger) -> BTreeMap<u64, OutputRing> {
+    let Some(outputs) = inner.outputs.get(&trigger.record.spec.name) else {
+        return BTreeMap::new();
+    };
+    trigger
+        .record
+        .history
+        .iter()
+        .filter_map(|run| {
+            let ring = outputs.get(&run.id)?;
+            let ring = ring.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            Some((run.id, ring))
+        })
+        .collect()
+}
