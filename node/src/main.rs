@@ -218,12 +218,20 @@ fn serve(home: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
         let signals = shutdown.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let (Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::user_defined2()),
+            ) else {
                 return;
             };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    // nginx's upgrade signal: without a handler it would end every session.
+                    _ = usr2.recv() => tracing::warn!("SIGUSR2 asks for an upgrade in place, which this node cannot do yet; ignored (restarting the node ends its sessions)"),
+                }
             }
             signals.cancel();
         });

@@ -347,7 +347,8 @@ impl Triggers {
 }
 
 /// Runs file I/O (a write ends with an fsync) without stalling the other tasks of a
-/// multi-threaded runtime: they move to other workers meanwhile.
+/// multi-threaded runtime: they move to other workers meanwhile. On the node's one-thread
+/// runtime it runs in place: a trigger is written only when it changes or a run ends.
 fn off_the_runtime<T>(io: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {

@@ -168,8 +168,12 @@ impl Driver {
                     self.shared_rtt.store(rtt.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
                     let action = watch.tick(now, SystemTime::now(), received, rtt);
                     next_tick = tokio::time::Instant::now() + watch.tick_interval();
-                    if let Err(e) = self.on_tick(action, now, &connection, &mut send).await {
-                        break LinkEnd::Lost(e.to_string());
+                    match self.on_tick(action, now, &connection, &mut send).await {
+                        // A probe the node no longer reads: as for the reports above, the
+                        // output stream says how this ends.
+                        Err(e) if stopped_reading(&e) => {}
+                        Err(e) => break LinkEnd::Lost(e.to_string()),
+                        Ok(()) => {}
                     }
                 }
             }
@@ -388,6 +392,12 @@ fn dial_failure(error: ClientError) -> AttachFailure {
         }
         e => AttachFailure::Retry(e.to_string()),
     }
+}
+
+/// Whether a send failed because the node stopped reading this stream (it ended the
+/// attachment; the reason is on its way down), rather than because the link failed.
+fn stopped_reading(error: &SendError) -> bool {
+    matches!(error, SendError::Stream(quinn::WriteError::Stopped(_)))
 }
 
 /// Tells the node how far the terminal has shown output, when there is something to tell.
