@@ -204,8 +204,8 @@ fn serve(home: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
         })?,
     };
     // One thread serves every session, as tmux's server does: a keystroke wakes one thread,
-    // not one per hop. Blocking work (a screen caught up from a long backlog, saves to disk)
-    // goes to tokio's blocking pool.
+    // not one per hop. A screen caught up from a long backlog goes to tokio's blocking pool;
+    // what stays on this thread must stay short (a fork for a new session, a bounded parse).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -169,7 +169,8 @@ impl<'a> Pump<'a> {
                 return;
             }
             if let Some(reason) = kick.try_take() {
-                let _ = send.send(&AttachOutput::Detached(reason)).await;
+                self.last_words(send, &acks, AttachOutput::Detached(reason))
+                    .await;
                 return;
             }
             if !self.send_acks(send, &mut acks).await {
@@ -192,7 +193,8 @@ impl<'a> Pump<'a> {
                 // keeps the PTY open, shortly after).
                 let seen = *exit_seen.get_or_insert_with(Instant::now);
                 if drained || seen.elapsed() >= EXIT_GRACE {
-                    let _ = send.send(&AttachOutput::Exited { code }).await;
+                    self.last_words(send, &acks, AttachOutput::Exited { code })
+                        .await;
                     return;
                 }
                 let _ = tokio::time::timeout(EXIT_GRACE / 10, changes.changed()).await;
@@ -201,7 +203,7 @@ impl<'a> Pump<'a> {
             tokio::select! {
                 biased;
                 reason = kick.wait() => {
-                    let _ = send.send(&AttachOutput::Detached(reason)).await;
+                    self.last_words(send, &acks, AttachOutput::Detached(reason)).await;
                     return;
                 }
                 _ = self.stop.cancelled() => return,
@@ -223,10 +225,10 @@ impl<'a> Pump<'a> {
         }
     }
 
-    /// Sends the input acknowledgement of input applied a grace ago, and echo acknowledgements
-    /// whose grace is over and whose output went out; false when the stream failed. Nothing is
-    /// sent at the moment a keystroke is applied: its echo is the first packet back, and its
-    /// acknowledgements follow together a grace later.
+    /// Sends the input acknowledgement of input applied a grace ago (or at once when output is
+    /// about to go, in the same packet), and echo acknowledgements whose grace is over and whose
+    /// output went out; false when the stream failed. No packet of its own is sent the moment
+    /// a keystroke is applied: its echo is the first packet back.
     async fn send_acks<S: FrameSink>(&mut self, send: &mut S, acks: &mut AcksSent) -> bool {
         let now = Instant::now();
         let applied = self.acks.get();
@@ -236,10 +238,16 @@ impl<'a> Pump<'a> {
         }
         let end = self.session.lock().ring.end();
         self.echo.tick(now.into_std(), end);
-        let graced = self.echo.graced();
-        if graced > acks.sent {
-            acks.sent = graced;
-            let ack = AttachOutput::InputAck { seq: graced };
+        // With output about to go, the acknowledgement rides in its packet; otherwise it waits
+        // for the grace.
+        let due = if self.cursor < end {
+            acks.applied
+        } else {
+            self.echo.graced()
+        };
+        if due > acks.sent {
+            acks.sent = due;
+            let ack = AttachOutput::InputAck { seq: due };
             if send.send(&ack).await.is_err() {
                 return false;
             }
@@ -248,6 +256,16 @@ impl<'a> Pump<'a> {
             Some(seq) => send.send(&AttachOutput::EchoAck { seq }).await.is_ok(),
             None => true,
         }
+    }
+
+    /// Sends the frame that ends the attachment, after the acknowledgement of any input applied
+    /// but not yet acknowledged (so a client that reconnects elsewhere never sends it again).
+    async fn last_words<S: FrameSink>(&self, send: &mut S, acks: &AcksSent, last: AttachOutput) {
+        let applied = self.acks.get();
+        if applied > acks.sent {
+            let _ = send.send(&AttachOutput::InputAck { seq: applied }).await;
+        }
+        let _ = send.send(&last).await;
     }
 
     /// Keeps the session's screen ready while this client lags (its next keystroke, or the

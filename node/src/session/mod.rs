@@ -222,7 +222,7 @@ impl Session {
         self.bump();
     }
 
-    fn append_output(&self, bytes: &[u8]) {
+    fn append_output(self: &Arc<Self>, bytes: &[u8]) {
         let end = {
             let mut core = self.lock();
             core.ring.push(bytes);
@@ -234,14 +234,21 @@ impl Session {
     }
 
     /// Parses output as it comes while that stays cheap (within the screen's budget); a flood
-    /// is left for [`Session::caught_up_screen`].
-    fn parse_inline(&self, bytes: &[u8], end: u64) {
-        let watched = self.lock().live_attachments > 0;
-        let mut screen = self.screen();
+    /// is left for [`Session::caught_up_screen`]. It never waits for the screen (this runs on
+    /// the node's one runtime thread): a catch-up holding it takes these bytes from the ring.
+    fn parse_inline(self: &Arc<Self>, bytes: &[u8], end: u64) {
+        let (watched, ring_half) = {
+            let core = self.lock();
+            (core.live_attachments > 0, core.ring.capacity() as u64 / 2)
+        };
+        let Some(mut screen) = self.try_screen() else {
+            return;
+        };
         let backlog = end - screen.offset();
         // Nobody watches a sleeping model: let output gather (a shell's prompt never wakes it)
-        // and parse it in one go well before the catch-up would skip any of it.
-        if !watched && screen.is_asleep() && backlog < screen::CATCH_UP_TAIL / 4 {
+        // and parse it in one go well before the ring or the catch-up would drop any of it.
+        let gather = (screen::CATCH_UP_TAIL / 4).min(ring_half);
+        if !watched && screen.is_asleep() && backlog < gather {
             return;
         }
         if !screen.may_parse(backlog, std::time::Instant::now()) {
@@ -249,9 +256,21 @@ impl Session {
         }
         if backlog == bytes.len() as u64 {
             screen.feed(bytes, end);
+        } else if backlog <= gather + bytes.len() as u64 {
+            // What gathered while the model slept: a bounded parse, before the ring drops it.
+            self.catch_up(&mut screen);
         } else {
             drop(screen);
-            drop(self.caught_up_screen());
+            self.warm_screen();
+        }
+    }
+
+    /// The screen, unless someone else holds it now.
+    fn try_screen(&self) -> Option<MutexGuard<'_, SessionScreen>> {
+        match self.screen.try_lock() {
+            Ok(screen) => Some(screen),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
         }
     }
 
@@ -262,6 +281,12 @@ impl Session {
     /// The screen, caught up with every byte in the ringbuffer (a long backlog from its tail).
     fn caught_up_screen(&self) -> MutexGuard<'_, SessionScreen> {
         let mut screen = self.screen();
+        self.catch_up(&mut screen);
+        screen
+    }
+
+    /// Feeds `screen` every byte of the ringbuffer it has not taken in yet.
+    fn catch_up(&self, screen: &mut SessionScreen) {
         loop {
             let (resume, chunk) = {
                 let core = self.lock();
@@ -279,7 +304,6 @@ impl Session {
                 screen.feed(&chunk.data, chunk.offset + chunk.data.len() as u64);
             }
         }
-        screen
     }
 
     /// Catches the screen up in the background (one catch-up at a time), so that it is ready
@@ -299,8 +323,12 @@ impl Session {
 
     /// Lets the screen model sleep (keeping only its dump) while no attachment is live.
     pub fn rest_screen(&self) {
-        if self.lock().live_attachments == 0 {
-            self.screen().sleep();
+        if self.lock().live_attachments > 0 {
+            return;
+        }
+        // A screen busy catching up is left awake; it sleeps after the next output.
+        if let Some(mut screen) = self.try_screen() {
+            screen.sleep();
         }
     }
 

@@ -131,3 +131,30 @@ async fn exited_comes_after_the_last_output() {
     assert!(bytes == last_words[start as usize..], "the replay differs");
     assert_eq!(end, AttachOutput::Exited { code: 3 });
 }
+
+#[tokio::test]
+async fn an_unwatched_screen_keeps_what_a_small_ringbuffer_drops() {
+    let node = Harness::new(|config| config.ringbuffer.0 = 4096);
+    let (session, program) = node.create();
+    // A full-screen program takes the alternate screen, then prints more than the ring holds.
+    program.print(b"\x1b[?1049h\x1b[1;1Hfull-screen");
+    let mut end = 22;
+    for chunk in 0..12 {
+        let line = format!("\x1b[2;1Hline {chunk:04} {}", "x".repeat(500));
+        program.print(line.as_bytes());
+        end += line.len() as u64;
+        printed(&session, end).await;
+    }
+    assert!(
+        session.lock().ring.start() > 22,
+        "the mode switch left the ring"
+    );
+    let text = session.with_screen(|screen| {
+        assert!(
+            screen.alternate_screen(),
+            "the screen forgot the alternate screen"
+        );
+        screen.rows_text()
+    });
+    assert!(text[0].starts_with("full-screen"), "{text:?}");
+}

@@ -226,7 +226,7 @@ impl Driver {
                 // by how far the terminal really is.
                 let offset = self.reports.before_input(self.shown_offset());
                 if let Err(e) = report_shown(offset, send).await {
-                    return Some(LinkEnd::Lost(e.to_string()));
+                    return lost_unless_stopped(e);
                 }
                 let seq = lock(&self.resync).input(&bytes);
                 AttachInput::Input { seq, data: bytes }
@@ -252,7 +252,7 @@ impl Driver {
             }
         };
         let sent = send.send(&frame).await;
-        sent.err().map(|e| LinkEnd::Lost(e.to_string()))
+        sent.err().and_then(lost_unless_stopped)
     }
 
     /// Does what a [`PathWatch`] tick asks for.
@@ -267,15 +267,15 @@ impl Driver {
             self.last_contact = now;
             self.set_link_state(LinkState::Up).await;
         }
-        if action.probe {
-            send.send(&AttachInput::Probe).await?;
-        }
         if action.rebind {
             self.rebind();
         }
         if let Some(secs) = action.silent_secs {
             let peer = connection.remote_address();
             self.set_link_state(LinkState::Silent { secs, peer }).await;
+        }
+        if action.probe {
+            send.send(&AttachInput::Probe).await?;
         }
         Ok(())
     }
@@ -398,6 +398,12 @@ fn dial_failure(error: ClientError) -> AttachFailure {
 /// attachment; the reason is on its way down), rather than because the link failed.
 fn stopped_reading(error: &SendError) -> bool {
     matches!(error, SendError::Stream(quinn::WriteError::Stopped(_)))
+}
+
+/// What a failed send means for the link: lost, unless the node only stopped reading (the
+/// keystrokes stay unacknowledged in the resync buffer; the output stream says how this ends).
+fn lost_unless_stopped(error: SendError) -> Option<LinkEnd> {
+    (!stopped_reading(&error)).then(|| LinkEnd::Lost(error.to_string()))
 }
 
 /// Tells the node how far the terminal has shown output, when there is something to tell.

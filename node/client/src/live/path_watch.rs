@@ -1,5 +1,5 @@
 //! Watching the network path for silence, sans-IO: [`PathWatch`] is fed the connection's
-//! datagram counter and the time, and says when to probe, when to move to a fresh socket, and
+//! datagram and output counters and the time, and says when to probe, when to move to a fresh socket, and
 //! how long the path has been silent. The driver ([`super::driver`]) does the I/O.
 
 use std::time::{Duration, Instant, SystemTime};

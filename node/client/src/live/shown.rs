@@ -9,8 +9,13 @@
 use std::time::{Duration, Instant};
 
 /// Unreported output past which the report goes at once: well under the node's smallest window
-/// (12 KiB) and its smallest backlog worth skipping (32 KiB), so waiting never stalls it.
+/// (12 KiB) and its smallest backlog worth skipping (32 KiB), so waiting never stalls it. The
+/// node counts each frame's overhead too, so every batch of output handed over counts
+/// [`FRAME_WEIGHT`] more: a program writing a few bytes at a time is reported as a flood.
 pub(super) const REPORT_NOW_BYTES: u64 = 4 * 1024;
+
+/// What one batch of output weighs beyond its bytes (the node counts 24 bytes a frame).
+const FRAME_WEIGHT: u64 = 32;
 
 /// The longest a small report waits.
 pub(super) const REPORT_LATER: Duration = Duration::from_millis(200);
@@ -19,6 +24,8 @@ pub(super) const REPORT_LATER: Duration = Duration::from_millis(200);
 #[derive(Debug, Default)]
 pub(super) struct ShownReports {
     reported: u64,
+    /// Batches of output shown since the last report.
+    batches: u64,
     due: Option<Instant>,
 }
 
@@ -29,7 +36,8 @@ impl ShownReports {
         if offset <= self.reported {
             return None;
         }
-        if offset - self.reported >= REPORT_NOW_BYTES {
+        self.batches += 1;
+        if offset - self.reported + self.batches * FRAME_WEIGHT >= REPORT_NOW_BYTES {
             return self.report(offset);
         }
         self.due.get_or_insert(now + REPORT_LATER);
@@ -56,6 +64,7 @@ impl ShownReports {
 
     fn report(&mut self, offset: u64) -> Option<u64> {
         self.reported = offset;
+        self.batches = 0;
         self.due = None;
         Some(offset)
     }
@@ -91,10 +100,22 @@ mod tests {
         assert_eq!(reports.due(), None, "reported with the keystroke");
         assert_eq!(reports.before_input(3), None);
         // Enough small echoes add up to a report at once.
-        assert_eq!(reports.shown(3 + REPORT_NOW_BYTES - 1, now), None);
+        assert_eq!(reports.shown(3 + REPORT_NOW_BYTES / 2, now), None);
         assert_eq!(
             reports.shown(3 + REPORT_NOW_BYTES, now),
             Some(3 + REPORT_NOW_BYTES)
+        );
+    }
+
+    #[test]
+    fn many_tiny_batches_count_as_a_flood() {
+        let now = Instant::now();
+        let mut reports = ShownReports::default();
+        let batches = REPORT_NOW_BYTES / (FRAME_WEIGHT + 1);
+        let reported = (1..=batches + 1).find_map(|n| reports.shown(n, now));
+        assert!(
+            reported.is_some_and(|offset| offset <= batches + 1),
+            "{reported:?}"
         );
     }
 }
