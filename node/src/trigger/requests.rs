@@ -9,6 +9,10 @@ use cmdop_proto::{
 };
 use std::sync::Arc;
 
+/// Most output bytes in one logs reply, well below the client's frame limit (8 MiB); the CLI
+/// asks again from where the reply ended until it gets an empty one.
+pub const MAX_LOG_CHUNK: usize = 1024 * 1024;
+
 impl Triggers {
     /// Answers a trigger request; any other request is refused.
     pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Reply, ErrorReply> {
@@ -122,7 +126,7 @@ impl Triggers {
             Some(ring) => ring
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .read_from(logs.from),
+                .read_at_most(logs.from, MAX_LOG_CHUNK),
             None => crate::trigger::output::OutputRing::new(0).read_from(logs.from),
         };
         Ok(Reply::TriggerLog(TriggerLog {
