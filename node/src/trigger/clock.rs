@@ -3,8 +3,10 @@
 //!
 //! `CMDOP_TEST_TRIGGER_TIME_SCALE=N` makes the node's trigger clock run N times faster than the
 //! wall clock from the node's start on, so end-to-end tests can watch an every-minute trigger
-//! fire every second of real time with the public 5-field schedule. It is for tests only; the
-//! node logs a warning when it is set.
+//! fire every second of real time with the public 5-field schedule. It is for tests only: it
+//! is honoured only in debug builds (the end-to-end tests run those), a release build ignores
+//! it with a warning, and a debug node logs a warning when it is set. (The times it stores run
+//! ahead of the wall clock; the scheduler brings back any mark more than 24 h ahead.)
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,8 +49,15 @@ impl SystemClock {
         }
     }
 
-    /// The wall clock, sped up by [`TIME_SCALE_ENV`] when it is set to a number above 1.
+    /// The wall clock, sped up by [`TIME_SCALE_ENV`] when it is set to a number above 1 in a
+    /// debug build.
     pub fn from_env() -> SystemClock {
+        if !cfg!(debug_assertions) {
+            if std::env::var_os(TIME_SCALE_ENV).is_some() {
+                tracing::warn!("{TIME_SCALE_ENV} is set but ignored: it is honoured only by debug builds, for tests");
+            }
+            return SystemClock::real();
+        }
         let scale = std::env::var(TIME_SCALE_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())

@@ -27,6 +27,10 @@ pub const MAX_SLEEP_MS: u64 = 60_000;
 /// Between SIGTERM and SIGKILL when a run is stopped.
 pub const KILL_GRACE_MS: u64 = 10_000;
 
+/// A `handled_until` further than this ahead of the clock is not believed: the clock was
+/// wrong once (or sped up for tests) and must not silence the trigger until it catches up.
+pub const MAX_AHEAD_MS: u64 = 24 * 3600 * 1000;
+
 /// Most fires one missed row counts one by one.
 const COUNT_CAP: u32 = 100_000;
 
@@ -124,6 +128,7 @@ impl Scheduler {
     pub fn restore(&mut self, mut record: Record, now: u64) -> Result<&Trigger, RecordError> {
         let schedule = record.schedule()?;
         record.close_interrupted(now);
+        reset_if_ahead(&mut record, now);
         Ok(self.insert(record, schedule))
     }
 
@@ -174,7 +179,8 @@ impl Scheduler {
         let mut changed = Vec::new();
         for (name, trigger) in &mut self.triggers {
             let before = actions.len();
-            let fired = trigger.enabled_fires(now, &mut actions);
+            let reset = reset_if_ahead(&mut trigger.record, now);
+            let fired = trigger.enabled_fires(now, &mut actions) || reset;
             trigger.deadlines(now, &mut actions);
             if fired || actions.len() > before {
                 changed.push(name.clone());
@@ -257,6 +263,28 @@ pub fn jitter_offset(name: &str, scheduled: u64, jitter_ms: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     (x ^ (x >> 31)) % jitter_ms
+}
+
+/// Brings a `handled_until` more than [`MAX_AHEAD_MS`] ahead of `now` back to `now`, with a
+/// warning and a note in the history. Returns whether it did.
+fn reset_if_ahead(record: &mut Record, now: u64) -> bool {
+    let handled = record.handled_until_ms;
+    if handled <= now.saturating_add(MAX_AHEAD_MS) {
+        return false;
+    }
+    let ahead_h = (handled - now) / 3_600_000;
+    tracing::warn!(
+        trigger = %record.spec.name,
+        handled_until_ms = handled,
+        now_ms = now,
+        "the trigger's fires were marked handled {ahead_h} h ahead of the clock (the clock was wrong once); it goes on from now"
+    );
+    record.handled_until_ms = now;
+    record.push_note(
+        now,
+        format!("its fires were marked handled until {handled} (Unix ms), {ahead_h} h ahead of the clock, which had been wrong; it goes on from now"),
+    );
+    true
 }
 
 fn signal(trigger: &str, run: u64, signal: StopSignal) -> Action {
