@@ -384,7 +384,7 @@ async fn a_fire_is_stored_before_it_runs_and_not_run_if_it_cannot_be() {
     let row = within("the failed fire", async {
         loop {
             let rows = bench.history("m").await;
-            if rows.len() == 2 {
+            if rows.len() == 2 && rows[0].outcome != Outcome::Running {
                 return rows[0].clone();
             }
             tokio::task::yield_now().await;
@@ -394,5 +394,37 @@ async fn a_fire_is_stored_before_it_runs_and_not_run_if_it_cannot_be() {
     assert_eq!(row.outcome, Outcome::Fail);
     assert!(row.note.as_deref().unwrap().contains("not run"), "{row:?}");
     assert!(bench.started.try_recv().is_err(), "it ran unstored");
+    let _ = std::fs::remove_dir_all(&bench.home);
+}
+
+#[tokio::test]
+async fn a_wall_clock_step_does_not_time_a_run_out() {
+    let t0 = utc(2025, 1, 1, 12, 0) + 30_000;
+    let mut bench = Bench::new("step", t0);
+    bench
+        .add(TriggerSpec {
+            timeout_ms: Some(30 * 60_000),
+            ..spec("s", "0 0 1 1 *")
+        })
+        .await;
+    bench
+        .call(Request::RunTrigger(RunTrigger { name: "s".into() }))
+        .await;
+    let run = bench.next_start().await;
+    // NTP steps the wall clock an hour ahead: no time passed, no timeout.
+    bench.clock.step(t0 + 3_600_000);
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert!(run.signals.lock().unwrap().is_empty(), "timed out by a step");
+    // Thirty minutes pass: now it times out.
+    bench.clock.set(t0 + 3_600_000 + 30 * 60_000);
+    within("SIGTERM", async {
+        while run.signals.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(*run.signals.lock().unwrap(), [StopSignal::Term]);
     let _ = std::fs::remove_dir_all(&bench.home);
 }

@@ -103,10 +103,10 @@ impl Triggers {
     async fn run_now(self: &Arc<Self>, name: &str) -> Result<Reply, ErrorReply> {
         let (row, actions) = {
             let mut inner = self.lock();
-            let now = self.now();
+            let (now, mono) = (self.now(), self.mono());
             inner
                 .scheduler
-                .run_now(name, now)
+                .run_now_at(name, now, mono)
                 .ok_or_else(|| self.not_found(name))?
         };
         // Stored before it starts, as a scheduled fire.

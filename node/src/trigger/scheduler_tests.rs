@@ -494,3 +494,48 @@ fn a_mark_far_ahead_of_the_clock_is_reset_with_a_note() {
         vec![utc(2025, 1, 1, 12, 3)]
     );
 }
+
+#[test]
+fn run_deadlines_follow_elapsed_time_not_wall_clock_steps() {
+    let t0 = utc(2025, 1, 1, 12, 0) + 30_000;
+    let mono0 = 5_000;
+    let mut s = scheduler_with(
+        TriggerSpec {
+            timeout_ms: Some(30 * MIN),
+            concurrency: Concurrency::Replace,
+            ..spec("t", "0 0 1 1 *")
+        },
+        t0,
+    );
+    let (row, _) = s.run_now_at("t", t0, mono0).unwrap();
+    assert_eq!(s.next_wakeup_at(t0, mono0), t0 + MAX_SLEEP_MS);
+    // NTP steps the wall clock an hour ahead one second later: no timeout.
+    let stepped = t0 + HOUR;
+    let (actions, _) = s.poll_at(stepped, mono0 + 1000);
+    assert!(actions.is_empty(), "{actions:?}");
+    // Thirty minutes of elapsed time later, it times out.
+    let (actions, _) = s.poll_at(stepped + 30 * MIN, mono0 + 30 * MIN);
+    assert_eq!(
+        actions,
+        [Action::Signal {
+            trigger: "t".into(),
+            run: row.id,
+            signal: StopSignal::Term
+        }]
+    );
+    // The kill grace too: a wall step back does not hold the SIGKILL off.
+    let kill_mono = mono0 + 30 * MIN + KILL_GRACE_MS;
+    assert_eq!(
+        s.next_wakeup_at(t0, mono0 + 30 * MIN),
+        t0 + KILL_GRACE_MS,
+        "woken after the grace on whatever wall clock"
+    );
+    let (actions, _) = s.poll_at(t0 - HOUR, kill_mono);
+    assert!(matches!(
+        actions[..],
+        [Action::Signal {
+            signal: StopSignal::Kill,
+            ..
+        }]
+    ));
+}

@@ -115,6 +115,11 @@ impl Triggers {
         self.clock.now_ms()
     }
 
+    /// The trigger clock's monotonic reading, for run deadlines.
+    pub(crate) fn mono(&self) -> u64 {
+        self.clock.mono_ms()
+    }
+
     /// Wakes the driver to poll again.
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
@@ -132,11 +137,11 @@ impl Triggers {
             .collect();
         self.save(&names).await;
         loop {
-            let now = self.now();
+            let (now, mono) = (self.now(), self.clock.mono_ms());
             let (actions, changed, wake_at) = {
                 let mut inner = self.lock();
-                let (actions, changed) = inner.scheduler.poll(now);
-                (actions, changed, inner.scheduler.next_wakeup(now))
+                let (actions, changed) = inner.scheduler.poll_at(now, mono);
+                (actions, changed, inner.scheduler.next_wakeup_at(now, mono))
             };
             // The fires' marks on disk first: a crash after a start must not run it again.
             let failed = self.save(&changed).await;
