@@ -135,7 +135,10 @@ impl Bench {
     }
 
     async fn call(&self, request: Request) -> Reply {
-        self.triggers.handle(request).await.unwrap_or_else(Reply::Error)
+        self.triggers
+            .handle(request)
+            .await
+            .unwrap_or_else(Reply::Error)
     }
 
     async fn next_start(&mut self) -> FakeRun {
@@ -143,10 +146,13 @@ impl Bench {
     }
 
     async fn history(&self, name: &str) -> Vec<RunInfo> {
-        match self.call(Request::TriggerHistory(TriggerHistory {
-            name: name.into(),
-            limit: None,
-        })).await {
+        match self
+            .call(Request::TriggerHistory(TriggerHistory {
+                name: name.into(),
+                limit: None,
+            }))
+            .await
+        {
             Reply::TriggerRuns(rows) => rows,
             other => panic!("{other:?}"),
         }
@@ -210,18 +216,22 @@ async fn a_scheduled_run_is_logged_stops_when_disabled_and_survives_a_restart() 
     assert_eq!(logs(&bench).await.data, b"hi\n");
 
     // Disabled: the next minutes pass without a run.
-    bench.call(Request::SetTriggerEnabled(SetTriggerEnabled {
-        name: "every".into(),
-        enabled: false,
-    })).await;
+    bench
+        .call(Request::SetTriggerEnabled(SetTriggerEnabled {
+            name: "every".into(),
+            enabled: false,
+        }))
+        .await;
     bench.clock.set(utc(2025, 1, 1, 12, 5));
     assert!(
         matches!(bench.call(Request::ListTriggers(ListTriggers)).await, Reply::Triggers(t) if t.len() == 1 && !t[0].enabled)
     );
     // A manual run is the proof the driver went round: the scheduled ones would come first.
-    bench.call(Request::RunTrigger(RunTrigger {
-        name: "every".into(),
-    })).await;
+    bench
+        .call(Request::RunTrigger(RunTrigger {
+            name: "every".into(),
+        }))
+        .await;
     let manual = bench.next_start().await;
     manual.finish(b"manual\n", ExitStatus::Code(0));
     let row = bench.settled("every").await;
@@ -234,10 +244,13 @@ async fn a_scheduled_run_is_logged_stops_when_disabled_and_survives_a_restart() 
 
     // Restart: spec, state, history and output are back.
     let bench = bench.restart(utc(2025, 1, 1, 12, 6)).await;
-    let Reply::Trigger(info) = bench.call(Request::ShowTrigger(ShowTrigger {
-        name: "every".into(),
-        fires: 5,
-    })).await else {
+    let Reply::Trigger(info) = bench
+        .call(Request::ShowTrigger(ShowTrigger {
+            name: "every".into(),
+            fires: 5,
+        }))
+        .await
+    else {
         panic!("trigger lost in the restart");
     };
     assert!(!info.enabled && info.next_fires.is_empty());
@@ -251,10 +264,12 @@ async fn a_scheduled_run_is_logged_stops_when_disabled_and_survives_a_restart() 
 async fn replace_signals_the_old_run_and_kills_it_after_the_grace() {
     let t0 = utc(2025, 1, 1, 12, 0) + 30_000;
     let mut bench = Bench::new("replace", t0);
-    bench.add(TriggerSpec {
-        concurrency: Concurrency::Replace,
-        ..spec("r", "* * * * *")
-    }).await;
+    bench
+        .add(TriggerSpec {
+            concurrency: Concurrency::Replace,
+            ..spec("r", "* * * * *")
+        })
+        .await;
     bench.clock.set(utc(2025, 1, 1, 12, 1));
     let old = bench.next_start().await;
     bench.clock.set(utc(2025, 1, 1, 12, 2));
@@ -305,10 +320,12 @@ async fn bad_input_creates_nothing_and_a_start_failure_is_a_failed_run() {
         "minute '61'",
     );
     refused(
-        bench.add(TriggerSpec {
-            zone: Some("Atlantis/Capital".into()),
-            ..spec("x", "* * * * *")
-        }).await,
+        bench
+            .add(TriggerSpec {
+                zone: Some("Atlantis/Capital".into()),
+                ..spec("x", "* * * * *")
+            })
+            .await,
         ErrorKind::BadRequest,
         "unknown time zone",
     );
@@ -323,21 +340,27 @@ async fn bad_input_creates_nothing_and_a_start_failure_is_a_failed_run() {
         "already exists",
     );
     refused(
-        bench.call(Request::RunTrigger(RunTrigger {
-            name: "nope".into(),
-        })).await,
+        bench
+            .call(Request::RunTrigger(RunTrigger {
+                name: "nope".into(),
+            }))
+            .await,
         ErrorKind::NotFound,
         "no trigger named 'nope'",
     );
     *bench.runner.fail_with.lock().unwrap() = Some("cannot start /bin/sh in /gone".into());
-    let Reply::TriggerRun(row) = bench.call(Request::RunTrigger(RunTrigger { name: "x".into() })).await
+    let Reply::TriggerRun(row) = bench
+        .call(Request::RunTrigger(RunTrigger { name: "x".into() }))
+        .await
     else {
         panic!("no run row");
     };
     assert_eq!(row.outcome, Outcome::Fail);
     assert_eq!(row.note.as_deref(), Some("cannot start /bin/sh in /gone"));
     assert!(matches!(
-        bench.call(Request::RemoveTrigger(RemoveTrigger { name: "x".into() })).await,
+        bench
+            .call(Request::RemoveTrigger(RemoveTrigger { name: "x".into() }))
+            .await,
         Reply::Trigger(_)
     ));
     assert!(!bench.home.join("triggers/x.json").exists());
@@ -416,7 +439,10 @@ async fn a_wall_clock_step_does_not_time_a_run_out() {
     for _ in 0..50 {
         tokio::task::yield_now().await;
     }
-    assert!(run.signals.lock().unwrap().is_empty(), "timed out by a step");
+    assert!(
+        run.signals.lock().unwrap().is_empty(),
+        "timed out by a step"
+    );
     // Thirty minutes pass: now it times out.
     bench.clock.set(t0 + 3_600_000 + 30 * 60_000);
     within("SIGTERM", async {

@@ -107,7 +107,10 @@ mod tests {
         assert!(ring.read_from(16).data.is_empty());
         assert_eq!(ring.read_from(99).from, 16);
         let read = ring.read_at_most(0, 3);
-        assert_eq!((read.from, read.skipped, read.data), (8, 8, b"89a".to_vec()));
+        assert_eq!(
+            (read.from, read.skipped, read.data),
+            (8, 8, b"89a".to_vec())
+        );
         assert_eq!(ring.read_at_most(11, 3).data, b"bcd");
     }
 

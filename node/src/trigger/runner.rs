@@ -287,7 +287,10 @@ mod tests {
     async fn assert_gone(pid: i32) {
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while !gone(pid) {
-            assert!(std::time::Instant::now() < deadline, "process {pid} outlived its run");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process {pid} outlived its run"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -295,7 +298,9 @@ mod tests {
     /// Starts `shell`, which prints a pid first; returns the run and that pid.
     async fn start_with_pid(shell_text: &str) -> (Started, Arc<Mutex<OutputRing>>, i32) {
         let output = Arc::new(Mutex::new(OutputRing::new(1024)));
-        let started = NativeRunner.start(&shell(shell_text), output.clone()).unwrap();
+        let started = NativeRunner
+            .start(&shell(shell_text), output.clone())
+            .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let text = String::from_utf8_lossy(&output.lock().unwrap().kept()).into_owned();

@@ -475,11 +475,18 @@ fn a_mark_far_ahead_of_the_clock_is_reset_with_a_note() {
     let row = t.record.history.back().unwrap();
     assert_eq!((row.outcome, row.fires), (Outcome::Missed, 0));
     assert!(row.note.as_deref().unwrap().contains("ahead of the clock"));
-    assert_eq!(drive(&mut s, now, now + MIN, 1000), vec![utc(2025, 1, 1, 12, 1)]);
+    assert_eq!(
+        drive(&mut s, now, now + MIN, 1000),
+        vec![utc(2025, 1, 1, 12, 1)]
+    );
 
     // While running: the clock jumps two days ahead, a fire runs, the clock comes back.
     let ahead = now + 2 * 24 * HOUR;
-    assert_eq!(starts(&s.poll(ahead).0).len(), 1, "the latest fire runs once");
+    assert_eq!(
+        starts(&s.poll(ahead).0).len(),
+        1,
+        "the latest fire runs once"
+    );
     let run = s.get("t").unwrap().record.history.back().unwrap().id;
     s.finished("t", run, ok_end(), ahead);
     let back = now + 2 * MIN + 1000;

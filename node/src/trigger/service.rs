@@ -173,7 +173,11 @@ impl Triggers {
 
     /// Carries out the scheduler's actions after their triggers were stored; the starts of
     /// the triggers in `failed` (not stored) are recorded as failed instead of run.
-    pub(crate) fn apply_stored(self: &Arc<Self>, actions: Vec<Action>, failed: &[(String, String)]) {
+    pub(crate) fn apply_stored(
+        self: &Arc<Self>,
+        actions: Vec<Action>,
+        failed: &[(String, String)],
+    ) {
         let (mut run, mut refused) = (Vec::new(), Vec::new());
         for action in actions {
             match &action {
@@ -188,11 +192,19 @@ impl Triggers {
         }
         self.apply(run);
         for (trigger, id, error) in refused {
-            let Some(created) = self.lock().scheduler.get(&trigger).map(|t| t.record.created_ms)
+            let Some(created) = self
+                .lock()
+                .scheduler
+                .get(&trigger)
+                .map(|t| t.record.created_ms)
             else {
                 continue;
             };
-            tracing::error!(trigger, run = id, "not running a fire that could not be stored: {error}");
+            tracing::error!(
+                trigger,
+                run = id,
+                "not running a fire that could not be stored: {error}"
+            );
             let note = format!("not run: cannot store that this fire was handled ({error}), so a restart could have run it again");
             self.finished(&trigger, created, id, None, Some(note));
         }
@@ -283,9 +295,13 @@ impl Triggers {
             let row = inner.scheduler.finished(trigger, run, end, now);
             if row.is_some() {
                 // The output once, to its own file, before the record that says it ended.
-                let kept = inner.scheduler.get(trigger).is_some_and(|t| t.record.run(run).is_some());
+                let kept = inner
+                    .scheduler
+                    .get(trigger)
+                    .is_some_and(|t| t.record.run(run).is_some());
                 if let Some(ring) = ring_for_file.filter(|_| kept) {
-                    let bytes = Store::encode_output(&ring.lock().unwrap_or_else(|e| e.into_inner()));
+                    let bytes =
+                        Store::encode_output(&ring.lock().unwrap_or_else(|e| e.into_inner()));
                     let (name, run) = (trigger.to_string(), run);
                     self.queue_logged(Job::Output { name, run, bytes });
                 }
@@ -383,7 +399,13 @@ impl Triggers {
     fn forget_locked(
         &self,
         name: &str,
-    ) -> Result<(TriggerInfo, tokio::sync::oneshot::Receiver<std::io::Result<()>>), ErrorReply> {
+    ) -> Result<
+        (
+            TriggerInfo,
+            tokio::sync::oneshot::Receiver<std::io::Result<()>>,
+        ),
+        ErrorReply,
+    > {
         let mut inner = self.lock();
         let info = {
             let trigger = inner

@@ -190,7 +190,11 @@ impl Store {
                     );
                     outputs.insert(run, ring);
                 }
-                _ => tracing::warn!(trigger = name, run, "cannot read a run's output file; its output is lost"),
+                _ => tracing::warn!(
+                    trigger = name,
+                    run,
+                    "cannot read a run's output file; its output is lost"
+                ),
             }
         }
         outputs

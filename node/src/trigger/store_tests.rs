@@ -25,7 +25,9 @@ fn saved(store: &Store, name: &str) -> Record {
         .write_output(name, run.id, &Store::encode_output(&ring))
         .unwrap();
     // The output of a run no longer in the history (a crash before its deletion).
-    store.write_output(name, 99, &Store::encode_output(&ring)).unwrap();
+    store
+        .write_output(name, 99, &Store::encode_output(&ring))
+        .unwrap();
     store.write(name, &Store::encode(&record).unwrap()).unwrap();
     record
 }
@@ -47,7 +49,10 @@ fn a_trigger_round_trips_with_its_output_in_a_private_file() {
     let output = &loaded[0].outputs[&1];
     assert_eq!((output.total(), output.kept()), (11, b"orld".to_vec()));
     assert_eq!(loaded[0].outputs.len(), 1);
-    assert!(!home.join("triggers/backup.out/99").exists(), "stray output deleted");
+    assert!(
+        !home.join("triggers/backup.out/99").exists(),
+        "stray output deleted"
+    );
     // The record file holds no output: it stays small.
     let record_file = std::fs::read_to_string(&path).unwrap();
     assert!(!record_file.contains("orld") && !record_file.contains("outputs"));
@@ -96,7 +101,9 @@ fn a_version_1_file_with_outputs_inside_still_loads() {
         "record": record,
         "outputs": {"1": {"total": 5, "kept": "aGk="}},
     });
-    store.write("old", &serde_json::to_vec(&v1).unwrap()).unwrap();
+    store
+        .write("old", &serde_json::to_vec(&v1).unwrap())
+        .unwrap();
     let (loaded, errors) = store.load_all(5000);
     assert!(errors.is_empty(), "{errors:?}");
     assert!(loaded[0].migrate);

@@ -200,7 +200,11 @@ echo calls:; cat {calls:?}",
         section(&out, "node:")[0].starts_with("authorize\t"),
         "{out}"
     );
-    assert_eq!(section(&out, "calls:"), ["asked"], "one question per Tab: {out}");
+    assert_eq!(
+        section(&out, "calls:"),
+        ["asked"],
+        "one question per Tab: {out}"
+    );
 }
 
 /// The lines after `header` up to the next line ending in ':'.

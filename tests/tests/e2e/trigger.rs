@@ -314,7 +314,12 @@ fn run_wait_prints_more_than_a_frame_of_output_and_fails_unless_ok() {
     assert_eq!(run.stdout.len(), 9_000_000);
     assert!(run.stdout.bytes().all(|b| b == b'x'));
     let logs = home.cmdop(&["trigger", "logs", "big", "--last"]);
-    assert_eq!((logs.code, logs.stdout.len()), (0, 9_000_000), "{}", logs.stderr);
+    assert_eq!(
+        (logs.code, logs.stdout.len()),
+        (0, 9_000_000),
+        "{}",
+        logs.stderr
+    );
 
     // Stopped by its timeout, the shell exits 0: still not a success.
     add(

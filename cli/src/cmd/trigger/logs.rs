@@ -167,7 +167,11 @@ mod tests {
         assert_eq!(code(Outcome::Timeout, Some(ExitStatus::Code(0))), 1);
         assert_eq!(code(Outcome::Replaced, Some(ExitStatus::Code(0))), 1);
         assert_eq!(code(Outcome::Timeout, Some(ExitStatus::Signal(15))), 143);
-        assert_eq!(code(Outcome::Fail, Some(ExitStatus::Code(256))), 1, "256 is 0 mod 256");
+        assert_eq!(
+            code(Outcome::Fail, Some(ExitStatus::Code(256))),
+            1,
+            "256 is 0 mod 256"
+        );
         assert_eq!(code(Outcome::Fail, None), 1);
     }
 }
