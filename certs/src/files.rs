@@ -1,4 +1,5 @@
-//! Writing files that may hold secrets: atomically (write a temporary file, fsync, rename) and
+//! Writing files that may hold secrets: atomically and durably (write a temporary file, fsync,
+//! rename, fsync the directory) and
 //! with owner-only permissions, in owner-only directories.
 
 use std::fs;
@@ -52,7 +53,19 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result
+    result?;
+    // The rename is durable only once the directory is on disk too.
+    sync_dir(dir)
+}
+
+/// Flushes a directory's entries to disk (after a rename or a new file in it).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    fs::File::open(dir)?.sync_all()
 }
 
 /// Whether a file's permissions let anyone but its owner read or write it.
@@ -76,6 +89,17 @@ mod tests {
         assert!(!is_exposed(&path).unwrap());
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(is_exposed(&path).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_relative_path_in_the_current_directory_is_written_and_its_directory_synced() {
+        // `Path::parent` of a bare name is "": the directory sync must still find ".".
+        sync_dir(Path::new("")).unwrap();
+        let dir = std::env::temp_dir().join(format!("cmdop-files-sync-{}", std::process::id()));
+        ensure_private_dir(&dir).unwrap();
+        sync_dir(&dir).unwrap();
+        assert!(sync_dir(&dir.join("missing")).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

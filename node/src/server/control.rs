@@ -127,7 +127,7 @@ pub async fn handle(node: &Node, request: Request) -> Reply {
         | Request::RunTrigger(_)
         | Request::TriggerHistory(_)
         | Request::TriggerLogs(_)
-        | Request::RemoveTrigger(_)) => node.triggers.handle(request),
+        | Request::RemoveTrigger(_)) => node.triggers.handle(request).await,
         Request::Migrate(request) => {
             crate::migrate::migrate(registry, &node.identity, &node.home, request)
                 .await

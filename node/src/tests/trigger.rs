@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 /// A run the fake runner started: the test writes its output and ends it.
 struct FakeRun {
     shell: String,
+    /// The trigger's `handled_until_ms` on disk when the run started.
+    stored_mark: Option<u64>,
     output: Arc<Mutex<OutputRing>>,
     exit: oneshot::Sender<ExitStatus>,
     signals: Arc<Mutex<Vec<StopSignal>>>,
@@ -40,6 +42,7 @@ impl FakeRun {
 
 /// Hands every start to the test over a channel; `fail_with` makes starts fail.
 struct FakeRunner {
+    home: PathBuf,
     started: mpsc::UnboundedSender<FakeRun>,
     fail_with: Mutex<Option<String>>,
 }
@@ -59,8 +62,14 @@ impl Runner for FakeRunner {
         }
         let (exit_tx, exit) = oneshot::channel();
         let signals = Arc::new(Mutex::new(Vec::new()));
+        let file = self.home.join(format!("triggers/{}.json", spec.name));
+        let stored_mark = std::fs::read(file).ok().and_then(|bytes| {
+            let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+            value["record"]["handled_until_ms"].as_u64()
+        });
         let run = FakeRun {
             shell: spec.shell.clone(),
+            stored_mark,
             output,
             exit: exit_tx,
             signals: signals.clone(),
@@ -94,6 +103,7 @@ impl Bench {
     fn open(home: PathBuf, clock: FakeClock) -> Bench {
         let (tx, started) = mpsc::unbounded_channel();
         let runner = Arc::new(FakeRunner {
+            home: home.clone(),
             started: tx,
             fail_with: Mutex::new(None),
         });
@@ -116,26 +126,33 @@ impl Bench {
     }
 
     /// Stops this service and starts another on the same home (a node restart).
-    fn restart(self, now: u64) -> Bench {
+    async fn restart(self, now: u64) -> Bench {
         self.shutdown.cancel();
+        self.triggers.flush().await;
         let home = self.home.clone();
         drop(self);
         Bench::open(home, FakeClock::new(now))
     }
 
-    fn call(&self, request: Request) -> Reply {
-        self.triggers.handle(request).unwrap_or_else(Reply::Error)
+    async fn call(&self, request: Request) -> Reply {
+        self.triggers
+            .handle(request)
+            .await
+            .unwrap_or_else(Reply::Error)
     }
 
     async fn next_start(&mut self) -> FakeRun {
         within("a run to start", self.started.recv()).await.unwrap()
     }
 
-    fn history(&self, name: &str) -> Vec<RunInfo> {
-        match self.call(Request::TriggerHistory(TriggerHistory {
-            name: name.into(),
-            limit: None,
-        })) {
+    async fn history(&self, name: &str) -> Vec<RunInfo> {
+        match self
+            .call(Request::TriggerHistory(TriggerHistory {
+                name: name.into(),
+                limit: None,
+            }))
+            .await
+        {
             Reply::TriggerRuns(rows) => rows,
             other => panic!("{other:?}"),
         }
@@ -145,7 +162,7 @@ impl Bench {
     async fn settled(&self, name: &str) -> RunInfo {
         within("the run to be recorded", async {
             loop {
-                let rows = self.history(name);
+                let rows = self.history(name).await;
                 if let Some(row) = rows.first().filter(|r| r.outcome != Outcome::Running) {
                     return row.clone();
                 }
@@ -155,8 +172,8 @@ impl Bench {
         .await
     }
 
-    fn add(&self, spec: TriggerSpec) -> Reply {
-        self.call(Request::AddTrigger(AddTrigger { spec }))
+    async fn add(&self, spec: TriggerSpec) -> Reply {
+        self.call(Request::AddTrigger(AddTrigger { spec })).await
     }
 }
 
@@ -171,7 +188,7 @@ async fn a_scheduled_run_is_logged_stops_when_disabled_and_survives_a_restart() 
     let t0 = utc(2025, 1, 1, 12, 0) + 30_000;
     let mut bench = Bench::new("sched", t0);
     assert!(matches!(
-        bench.add(spec("every", "* * * * *")),
+        bench.add(spec("every", "* * * * *")).await,
         Reply::Trigger(_)
     ));
     // Nothing runs until the minute; then the driver, asleep, is woken by the clock.
@@ -183,50 +200,62 @@ async fn a_scheduled_run_is_logged_stops_when_disabled_and_survives_a_restart() 
     assert_eq!(row.outcome, Outcome::Fail);
     assert_eq!((row.exit, row.bytes_total), (Some(ExitStatus::Code(3)), 3));
     assert_eq!(row.scheduled_ms, utc(2025, 1, 1, 12, 1));
-    let logs = |bench: &Bench| match bench.call(Request::TriggerLogs(TriggerLogs {
-        name: "every".into(),
-        run: None,
-        from: 0,
-    })) {
-        Reply::TriggerLog(log) => log,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(logs(&bench).data, b"hi\n");
+    async fn logs(bench: &Bench) -> cmdop_proto::TriggerLog {
+        match bench
+            .call(Request::TriggerLogs(TriggerLogs {
+                name: "every".into(),
+                run: None,
+                from: 0,
+            }))
+            .await
+        {
+            Reply::TriggerLog(log) => log,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(logs(&bench).await.data, b"hi\n");
 
     // Disabled: the next minutes pass without a run.
-    bench.call(Request::SetTriggerEnabled(SetTriggerEnabled {
-        name: "every".into(),
-        enabled: false,
-    }));
+    bench
+        .call(Request::SetTriggerEnabled(SetTriggerEnabled {
+            name: "every".into(),
+            enabled: false,
+        }))
+        .await;
     bench.clock.set(utc(2025, 1, 1, 12, 5));
     assert!(
-        matches!(bench.call(Request::ListTriggers(ListTriggers)), Reply::Triggers(t) if t.len() == 1 && !t[0].enabled)
+        matches!(bench.call(Request::ListTriggers(ListTriggers)).await, Reply::Triggers(t) if t.len() == 1 && !t[0].enabled)
     );
     // A manual run is the proof the driver went round: the scheduled ones would come first.
-    bench.call(Request::RunTrigger(RunTrigger {
-        name: "every".into(),
-    }));
+    bench
+        .call(Request::RunTrigger(RunTrigger {
+            name: "every".into(),
+        }))
+        .await;
     let manual = bench.next_start().await;
     manual.finish(b"manual\n", ExitStatus::Code(0));
     let row = bench.settled("every").await;
     assert!(row.manual && row.outcome == Outcome::Ok, "{row:?}");
     assert_eq!(
-        bench.history("every").len(),
+        bench.history("every").await.len(),
         2,
         "no scheduled run while disabled"
     );
 
     // Restart: spec, state, history and output are back.
-    let bench = bench.restart(utc(2025, 1, 1, 12, 6));
-    let Reply::Trigger(info) = bench.call(Request::ShowTrigger(ShowTrigger {
-        name: "every".into(),
-        fires: 5,
-    })) else {
+    let bench = bench.restart(utc(2025, 1, 1, 12, 6)).await;
+    let Reply::Trigger(info) = bench
+        .call(Request::ShowTrigger(ShowTrigger {
+            name: "every".into(),
+            fires: 5,
+        }))
+        .await
+    else {
         panic!("trigger lost in the restart");
     };
     assert!(!info.enabled && info.next_fires.is_empty());
-    assert_eq!(bench.history("every").len(), 2);
-    assert_eq!(logs(&bench).data, b"manual\n");
+    assert_eq!(bench.history("every").await.len(), 2);
+    assert_eq!(logs(&bench).await.data, b"manual\n");
     assert_eq!(info.consecutive_fails, 0);
     let _ = std::fs::remove_dir_all(&bench.home);
 }
@@ -235,10 +264,12 @@ async fn a_scheduled_run_is_logged_stops_when_disabled_and_survives_a_restart() 
 async fn replace_signals_the_old_run_and_kills_it_after_the_grace() {
     let t0 = utc(2025, 1, 1, 12, 0) + 30_000;
     let mut bench = Bench::new("replace", t0);
-    bench.add(TriggerSpec {
-        concurrency: Concurrency::Replace,
-        ..spec("r", "* * * * *")
-    });
+    bench
+        .add(TriggerSpec {
+            concurrency: Concurrency::Replace,
+            ..spec("r", "* * * * *")
+        })
+        .await;
     bench.clock.set(utc(2025, 1, 1, 12, 1));
     let old = bench.next_start().await;
     bench.clock.set(utc(2025, 1, 1, 12, 2));
@@ -259,7 +290,7 @@ async fn replace_signals_the_old_run_and_kills_it_after_the_grace() {
     old.finish(b"", ExitStatus::Signal(9));
     let rows = within("the replaced row", async {
         loop {
-            let rows = bench.history("r");
+            let rows = bench.history("r").await;
             if rows.iter().any(|r| r.outcome == Outcome::Replaced) {
                 return rows;
             }
@@ -284,44 +315,52 @@ async fn bad_input_creates_nothing_and_a_start_failure_is_a_failed_run() {
         other => panic!("{other:?}"),
     };
     refused(
-        bench.add(spec("x", "61 * * * *")),
+        bench.add(spec("x", "61 * * * *")).await,
         ErrorKind::BadRequest,
         "minute '61'",
     );
     refused(
-        bench.add(TriggerSpec {
-            zone: Some("Atlantis/Capital".into()),
-            ..spec("x", "* * * * *")
-        }),
+        bench
+            .add(TriggerSpec {
+                zone: Some("Atlantis/Capital".into()),
+                ..spec("x", "* * * * *")
+            })
+            .await,
         ErrorKind::BadRequest,
         "unknown time zone",
     );
     assert!(
-        matches!(bench.call(Request::ListTriggers(ListTriggers)), Reply::Triggers(t) if t.is_empty())
+        matches!(bench.call(Request::ListTriggers(ListTriggers)).await, Reply::Triggers(t) if t.is_empty())
     );
     assert!(!bench.home.join("triggers/x.json").exists());
-    bench.add(spec("x", "0 3 * * *"));
+    bench.add(spec("x", "0 3 * * *")).await;
     refused(
-        bench.add(spec("x", "0 4 * * *")),
+        bench.add(spec("x", "0 4 * * *")).await,
         ErrorKind::NameTaken,
         "already exists",
     );
     refused(
-        bench.call(Request::RunTrigger(RunTrigger {
-            name: "nope".into(),
-        })),
+        bench
+            .call(Request::RunTrigger(RunTrigger {
+                name: "nope".into(),
+            }))
+            .await,
         ErrorKind::NotFound,
         "no trigger named 'nope'",
     );
     *bench.runner.fail_with.lock().unwrap() = Some("cannot start /bin/sh in /gone".into());
-    let Reply::TriggerRun(row) = bench.call(Request::RunTrigger(RunTrigger { name: "x".into() }))
+    let Reply::TriggerRun(row) = bench
+        .call(Request::RunTrigger(RunTrigger { name: "x".into() }))
+        .await
     else {
         panic!("no run row");
     };
     assert_eq!(row.outcome, Outcome::Fail);
     assert_eq!(row.note.as_deref(), Some("cannot start /bin/sh in /gone"));
     assert!(matches!(
-        bench.call(Request::RemoveTrigger(RemoveTrigger { name: "x".into() })),
+        bench
+            .call(Request::RemoveTrigger(RemoveTrigger { name: "x".into() }))
+            .await,
         Reply::Trigger(_)
     ));
     assert!(!bench.home.join("triggers/x.json").exists());
@@ -333,7 +372,7 @@ async fn a_trigger_that_cannot_be_stored_is_not_created() {
     let bench = Bench::new("unstorable", utc(2025, 1, 1, 12, 0));
     // A file where the directory should be: every write fails.
     std::fs::write(bench.home.join("triggers"), b"in the way").unwrap();
-    let Reply::Error(error) = bench.add(spec("x", "0 3 * * *")) else {
+    let Reply::Error(error) = bench.add(spec("x", "0 3 * * *")).await else {
         panic!("created without being stored");
     };
     assert_eq!(error.kind, ErrorKind::Internal);
@@ -343,7 +382,75 @@ async fn a_trigger_that_cannot_be_stored_is_not_created() {
         error.message
     );
     assert!(
-        matches!(bench.call(Request::ListTriggers(ListTriggers)), Reply::Triggers(t) if t.is_empty())
+        matches!(bench.call(Request::ListTriggers(ListTriggers)).await, Reply::Triggers(t) if t.is_empty())
     );
+    let _ = std::fs::remove_dir_all(&bench.home);
+}
+
+#[tokio::test]
+async fn a_fire_is_stored_before_it_runs_and_not_run_if_it_cannot_be() {
+    let t0 = utc(2025, 1, 1, 12, 0) + 30_000;
+    let mut bench = Bench::new("mark", t0);
+    bench.add(spec("m", "* * * * *")).await;
+    bench.clock.set(utc(2025, 1, 1, 12, 1));
+    let run = bench.next_start().await;
+    // A crash from here on cannot run the 12:01 fire again: its mark is on disk.
+    assert_eq!(run.stored_mark, Some(utc(2025, 1, 1, 12, 1)));
+    run.finish(b"", ExitStatus::Code(0));
+    bench.settled("m").await;
+    bench.triggers.flush().await;
+    // The store breaks: the next fire is recorded as failed, not run unstored.
+    let dir = bench.home.join("triggers");
+    std::fs::rename(&dir, bench.home.join("triggers.away")).unwrap();
+    std::fs::write(&dir, b"in the way").unwrap();
+    bench.clock.set(utc(2025, 1, 1, 12, 2));
+    let row = within("the failed fire", async {
+        loop {
+            let rows = bench.history("m").await;
+            if rows.len() == 2 && rows[0].outcome != Outcome::Running {
+                return rows[0].clone();
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(row.outcome, Outcome::Fail);
+    assert!(row.note.as_deref().unwrap().contains("not run"), "{row:?}");
+    assert!(bench.started.try_recv().is_err(), "it ran unstored");
+    let _ = std::fs::remove_dir_all(&bench.home);
+}
+
+#[tokio::test]
+async fn a_wall_clock_step_does_not_time_a_run_out() {
+    let t0 = utc(2025, 1, 1, 12, 0) + 30_000;
+    let mut bench = Bench::new("step", t0);
+    bench
+        .add(TriggerSpec {
+            timeout_ms: Some(30 * 60_000),
+            ..spec("s", "0 0 1 1 *")
+        })
+        .await;
+    bench
+        .call(Request::RunTrigger(RunTrigger { name: "s".into() }))
+        .await;
+    let run = bench.next_start().await;
+    // NTP steps the wall clock an hour ahead: no time passed, no timeout.
+    bench.clock.step(t0 + 3_600_000);
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        run.signals.lock().unwrap().is_empty(),
+        "timed out by a step"
+    );
+    // Thirty minutes pass: now it times out.
+    bench.clock.set(t0 + 3_600_000 + 30 * 60_000);
+    within("SIGTERM", async {
+        while run.signals.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(*run.signals.lock().unwrap(), [StopSignal::Term]);
     let _ = std::fs::remove_dir_all(&bench.home);
 }

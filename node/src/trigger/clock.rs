@@ -3,8 +3,10 @@
 //!
 //! `CMDOP_TEST_TRIGGER_TIME_SCALE=N` makes the node's trigger clock run N times faster than the
 //! wall clock from the node's start on, so end-to-end tests can watch an every-minute trigger
-//! fire every second of real time with the public 5-field schedule. It is for tests only; the
-//! node logs a warning when it is set.
+//! fire every second of real time with the public 5-field schedule. It is for tests only: it
+//! is honoured only in debug builds (the end-to-end tests run those), a release build ignores
+//! it with a warning, and a debug node logs a warning when it is set. (The times it stores run
+//! ahead of the wall clock; the scheduler brings back any mark more than 24 h ahead.)
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +22,9 @@ pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub trait Clock: Send + Sync + 'static {
     /// Now, Unix milliseconds.
     fn now_ms(&self) -> u64;
+    /// A monotonic reading in milliseconds (from an arbitrary origin): it only moves forward,
+    /// at the pace of elapsed time, whatever is done to the wall clock. For run deadlines.
+    fn mono_ms(&self) -> u64;
     /// Resolves once the clock reads `at_ms` or later (it may resolve earlier when the wall
     /// clock is stepped; the scheduler checks again).
     fn sleep_until(&self, at_ms: u64) -> Sleep;
@@ -30,6 +35,7 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock {
     scale: u64,
     anchor_ms: u64,
+    anchor: std::time::Instant,
 }
 
 fn system_ms() -> u64 {
@@ -44,11 +50,19 @@ impl SystemClock {
         SystemClock {
             scale: 1,
             anchor_ms: system_ms(),
+            anchor: std::time::Instant::now(),
         }
     }
 
-    /// The wall clock, sped up by [`TIME_SCALE_ENV`] when it is set to a number above 1.
+    /// The wall clock, sped up by [`TIME_SCALE_ENV`] when it is set to a number above 1 in a
+    /// debug build.
     pub fn from_env() -> SystemClock {
+        if !cfg!(debug_assertions) {
+            if std::env::var_os(TIME_SCALE_ENV).is_some() {
+                tracing::warn!("{TIME_SCALE_ENV} is set but ignored: it is honoured only by debug builds, for tests");
+            }
+            return SystemClock::real();
+        }
         let scale = std::env::var(TIME_SCALE_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
@@ -72,6 +86,11 @@ impl Clock for SystemClock {
         self.anchor_ms + real.saturating_sub(self.anchor_ms) * self.scale
     }
 
+    fn mono_ms(&self) -> u64 {
+        // From one second on, so that no deadline is ever at 0.
+        (1000 + self.anchor.elapsed().as_millis() as u64).saturating_mul(self.scale)
+    }
+
     fn sleep_until(&self, at_ms: u64) -> Sleep {
         let wait = at_ms.saturating_sub(self.now_ms()).div_ceil(self.scale);
         Box::pin(tokio::time::sleep(Duration::from_millis(wait)))
@@ -91,6 +110,7 @@ pub mod fake {
     #[derive(Debug, Clone)]
     pub struct FakeClock {
         now: Arc<AtomicU64>,
+        mono: Arc<AtomicU64>,
         changed: watch::Sender<u64>,
     }
 
@@ -99,12 +119,23 @@ pub mod fake {
         pub fn new(now: u64) -> FakeClock {
             FakeClock {
                 now: Arc::new(AtomicU64::new(now)),
+                mono: Arc::new(AtomicU64::new(1000)),
                 changed: watch::Sender::new(now),
             }
         }
 
-        /// Sets the time (forward or back) and wakes the sleepers.
+        /// Lets time pass until `now` (the monotonic reading moves as far; setting it back
+        /// is a wall-clock step) and wakes the sleepers.
         pub fn set(&self, now: u64) {
+            let before = self.now.swap(now, Ordering::SeqCst);
+            self.mono
+                .fetch_add(now.saturating_sub(before), Ordering::SeqCst);
+            self.changed.send_replace(now);
+        }
+
+        /// Steps the wall clock to `now` with no time passing (an NTP step), and wakes the
+        /// sleepers.
+        pub fn step(&self, now: u64) {
             self.now.store(now, Ordering::SeqCst);
             self.changed.send_replace(now);
         }
@@ -113,6 +144,10 @@ pub mod fake {
     impl Clock for FakeClock {
         fn now_ms(&self) -> u64 {
             self.now.load(Ordering::SeqCst)
+        }
+
+        fn mono_ms(&self) -> u64 {
+            self.mono.load(Ordering::SeqCst)
         }
 
         fn sleep_until(&self, at_ms: u64) -> Sleep {

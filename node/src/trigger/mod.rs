@@ -7,7 +7,8 @@
 //! - [`output`]: a run's output, the last bytes kept and everything counted;
 //! - [`clock`]: wall-clock time for the scheduler (sped up for tests, faked in unit tests);
 //! - [`runner`]: starting a run's process (`sh -c`, own process group, merged output);
-//! - [`store`]: one file per trigger under `$CMDOP_HOME/triggers/`, written atomically;
+//! - [`store`]: a record file per trigger and an output file per finished run under
+//!   `$CMDOP_HOME/triggers/`, written atomically; [`writer`]: those writes, off the runtime;
 //! - [`service`]: the driver task and the shared state; [`requests`]: the control requests.
 //!
 //! Flow: a control request (or the driver's wake-up) goes to the scheduler with `now`; the
@@ -23,6 +24,7 @@ pub mod scheduler;
 pub mod service;
 pub mod spec;
 pub mod store;
+pub mod writer;
 
 pub use service::Triggers;
 

@@ -67,13 +67,20 @@ impl OutputRing {
 
     /// The bytes from offset `from` on, as kept.
     pub fn read_from(&self, from: u64) -> Read {
+        self.read_at_most(from, usize::MAX)
+    }
+
+    /// At most `max` bytes from offset `from` on, as kept.
+    pub fn read_at_most(&self, from: u64, max: usize) -> Read {
         let first_kept = self.total - self.kept.len() as u64;
         let start = from.clamp(first_kept, self.total);
         let skip_in_kept = usize::try_from(start - first_kept).unwrap_or(usize::MAX);
         Read {
             from: start,
             skipped: start - from.min(start),
-            data: self.kept.iter().skip(skip_in_kept).copied().collect(),
+            data: (self.kept.iter().skip(skip_in_kept).take(max))
+                .copied()
+                .collect(),
         }
     }
 }
@@ -99,6 +106,12 @@ mod tests {
         );
         assert!(ring.read_from(16).data.is_empty());
         assert_eq!(ring.read_from(99).from, 16);
+        let read = ring.read_at_most(0, 3);
+        assert_eq!(
+            (read.from, read.skipped, read.data),
+            (8, 8, b"89a".to_vec())
+        );
+        assert_eq!(ring.read_at_most(11, 3).data, b"bcd");
     }
 
     #[test]

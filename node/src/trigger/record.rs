@@ -124,6 +124,14 @@ impl Record {
         self.push(row)
     }
 
+    /// Records a note about the trigger (not a fire): a `missed` row standing for no fire.
+    pub fn push_note(&mut self, now: u64, note: String) -> RunInfo {
+        let mut row = self.new_row(now, Outcome::Missed, false, now);
+        row.fires = 0;
+        row.note = Some(note);
+        self.push(row)
+    }
+
     /// Records the end of run `run`.
     pub fn finish(&mut self, run: u64, outcome: Outcome, end: Ended, now: u64) -> Option<RunInfo> {
         let row = self.history.iter_mut().find(|r| r.id == run)?;

@@ -9,11 +9,15 @@ use cmdop_proto::{
 };
 use std::sync::Arc;
 
+/// Most output bytes in one logs reply, well below the client's frame limit (8 MiB); the CLI
+/// asks again from where the reply ended until it gets an empty one.
+pub const MAX_LOG_CHUNK: usize = 1024 * 1024;
+
 impl Triggers {
     /// Answers a trigger request; any other request is refused.
-    pub fn handle(self: &Arc<Self>, request: Request) -> Result<Reply, ErrorReply> {
+    pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Reply, ErrorReply> {
         match request {
-            Request::AddTrigger(AddTrigger { spec }) => self.add(spec),
+            Request::AddTrigger(AddTrigger { spec }) => self.add(spec).await,
             Request::ListTriggers(_) => {
                 let inner = self.lock();
                 let infos = inner.scheduler.iter().map(|t| self.info(t, 1)).collect();
@@ -28,9 +32,9 @@ impl Triggers {
                 Ok(Reply::Trigger(Box::new(self.info(trigger, fires))))
             }
             Request::SetTriggerEnabled(SetTriggerEnabled { name, enabled }) => {
-                self.set_enabled(&name, enabled)
+                self.set_enabled(&name, enabled).await
             }
-            Request::RunTrigger(RunTrigger { name }) => self.run_now(&name),
+            Request::RunTrigger(RunTrigger { name }) => self.run_now(&name).await,
             Request::TriggerHistory(TriggerHistory { name, limit }) => {
                 let inner = self.lock();
                 let trigger = inner
@@ -42,7 +46,7 @@ impl Triggers {
                 Ok(Reply::TriggerRuns(rows.take(limit).collect()))
             }
             Request::TriggerLogs(logs) => self.logs(logs),
-            Request::RemoveTrigger(remove) => self.remove(&remove.name),
+            Request::RemoveTrigger(remove) => self.remove(&remove.name).await,
             _ => Err(ErrorReply {
                 kind: ErrorKind::BadRequest,
                 message: "not a trigger request".into(),
@@ -50,7 +54,7 @@ impl Triggers {
         }
     }
 
-    fn add(self: &Arc<Self>, spec: cmdop_proto::TriggerSpec) -> Result<Reply, ErrorReply> {
+    async fn add(self: &Arc<Self>, spec: cmdop_proto::TriggerSpec) -> Result<Reply, ErrorReply> {
         let schedule = spec::check(&spec)?;
         let name = spec.name.clone();
         let info = {
@@ -67,7 +71,7 @@ impl Triggers {
             let trigger = inner.scheduler.add(spec, schedule, self.now());
             self.info(trigger, 5)
         };
-        if let Err(e) = self.save_one(&name) {
+        if let Err(e) = self.save_one(&name).await {
             // Not stored, not created: it would be lost at the next restart.
             self.lock().scheduler.remove(&name);
             return Err(ErrorReply {
@@ -83,7 +87,7 @@ impl Triggers {
         Ok(Reply::Trigger(Box::new(info)))
     }
 
-    fn set_enabled(self: &Arc<Self>, name: &str, enabled: bool) -> Result<Reply, ErrorReply> {
+    async fn set_enabled(self: &Arc<Self>, name: &str, enabled: bool) -> Result<Reply, ErrorReply> {
         let info = {
             let mut inner = self.lock();
             let now = self.now();
@@ -91,22 +95,23 @@ impl Triggers {
                 .ok_or_else(|| self.not_found(name))?;
             self.info(trigger, 5)
         };
-        self.save(&[name.to_string()]);
+        self.save(&[name.to_string()]).await;
         self.wake();
         Ok(Reply::Trigger(Box::new(info)))
     }
 
-    fn run_now(self: &Arc<Self>, name: &str) -> Result<Reply, ErrorReply> {
+    async fn run_now(self: &Arc<Self>, name: &str) -> Result<Reply, ErrorReply> {
         let (row, actions) = {
             let mut inner = self.lock();
-            let now = self.now();
+            let (now, mono) = (self.now(), self.mono());
             inner
                 .scheduler
-                .run_now(name, now)
+                .run_now_at(name, now, mono)
                 .ok_or_else(|| self.not_found(name))?
         };
-        self.apply(actions);
-        self.save(&[name.to_string()]);
+        // Stored before it starts, as a scheduled fire.
+        let failed = self.save(&[name.to_string()]).await;
+        self.apply_stored(actions, &failed);
         self.wake();
         // The run may have ended already (a command that could not start).
         let row = self.row(name, Some(row.id)).unwrap_or(row);
@@ -121,7 +126,7 @@ impl Triggers {
             Some(ring) => ring
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .read_from(logs.from),
+                .read_at_most(logs.from, MAX_LOG_CHUNK),
             None => crate::trigger::output::OutputRing::new(0).read_from(logs.from),
         };
         Ok(Reply::TriggerLog(TriggerLog {
@@ -132,8 +137,8 @@ impl Triggers {
         }))
     }
 
-    fn remove(self: &Arc<Self>, name: &str) -> Result<Reply, ErrorReply> {
-        let info = self.forget(name)?;
+    async fn remove(self: &Arc<Self>, name: &str) -> Result<Reply, ErrorReply> {
+        let info = self.forget(name).await?;
         tracing::info!(trigger = %name, "trigger removed");
         Ok(Reply::Trigger(Box::new(info)))
     }

@@ -2,6 +2,9 @@
 //! [`Action`]s for the driver (start a run, signal one) and the next time to wake up.
 //!
 //! - `poll(now)` handles the fires due by `now`, the timeouts and the overdue kills;
+//!   `poll_at(now, mono)` is the same with a monotonic reading for the run deadlines
+//!   (timeouts and the kill grace follow elapsed time, so a wall-clock step of an hour does not
+//!   time every run out at once; fires follow the wall clock);
 //! - `finished(…)` records how a run ended;
 //! - `next_wakeup(now)` is the earliest of the next fire, the next deadline, and `now + 60 s`,
 //!   so a wall-clock step or a suspend is noticed within a minute.
@@ -26,6 +29,10 @@ pub const MAX_SLEEP_MS: u64 = 60_000;
 
 /// Between SIGTERM and SIGKILL when a run is stopped.
 pub const KILL_GRACE_MS: u64 = 10_000;
+
+/// A `handled_until` further than this ahead of the clock is not believed: the clock was
+/// wrong once (or sped up for tests) and must not silence the trigger until it catches up.
+pub const MAX_AHEAD_MS: u64 = 24 * 3600 * 1000;
 
 /// Most fires one missed row counts one by one.
 const COUNT_CAP: u32 = 100_000;
@@ -60,7 +67,7 @@ pub enum Action {
     },
 }
 
-/// Why a running run is being stopped, and when it gets SIGKILL.
+/// Why a running run is being stopped, and when it gets SIGKILL (monotonic ms).
 #[derive(Debug, Clone, Copy)]
 struct Stopping {
     outcome: Outcome,
@@ -72,6 +79,7 @@ struct Stopping {
 #[derive(Debug, Clone)]
 struct Running {
     id: u64,
+    /// Monotonic ms.
     timeout_at_ms: Option<u64>,
     stopping: Option<Stopping>,
 }
@@ -124,6 +132,7 @@ impl Scheduler {
     pub fn restore(&mut self, mut record: Record, now: u64) -> Result<&Trigger, RecordError> {
         let schedule = record.schedule()?;
         record.close_interrupted(now);
+        reset_if_ahead(&mut record, now);
         Ok(self.insert(record, schedule))
     }
 
@@ -170,12 +179,18 @@ impl Scheduler {
     /// Handles everything due by `now`; returns what to do and the triggers whose record
     /// changed (to be stored).
     pub fn poll(&mut self, now: u64) -> (Vec<Action>, Vec<String>) {
+        self.poll_at(now, now)
+    }
+
+    /// [`Self::poll`] with `mono`, a monotonic reading in ms, for the run deadlines.
+    pub fn poll_at(&mut self, now: u64, mono: u64) -> (Vec<Action>, Vec<String>) {
         let mut actions = Vec::new();
         let mut changed = Vec::new();
         for (name, trigger) in &mut self.triggers {
             let before = actions.len();
-            let fired = trigger.enabled_fires(now, &mut actions);
-            trigger.deadlines(now, &mut actions);
+            let reset = reset_if_ahead(&mut trigger.record, now);
+            let fired = trigger.enabled_fires(now, mono, &mut actions) || reset;
+            trigger.deadlines(mono, &mut actions);
             if fired || actions.len() > before {
                 changed.push(name.clone());
             }
@@ -186,9 +201,19 @@ impl Scheduler {
     /// Runs a trigger now (its concurrency policy applies). Returns the row (running, or
     /// skipped-overlap) and what to do.
     pub fn run_now(&mut self, name: &str, now: u64) -> Option<(RunInfo, Vec<Action>)> {
+        self.run_now_at(name, now, now)
+    }
+
+    /// [`Self::run_now`] with a monotonic reading for the run's deadlines.
+    pub fn run_now_at(
+        &mut self,
+        name: &str,
+        now: u64,
+        mono: u64,
+    ) -> Option<(RunInfo, Vec<Action>)> {
         let trigger = self.triggers.get_mut(name)?;
         let mut actions = Vec::new();
-        let row = trigger.fire(now, now, true, &mut actions);
+        let row = trigger.fire(now, now, mono, true, &mut actions);
         Some((row, actions))
     }
 
@@ -207,6 +232,12 @@ impl Scheduler {
 
     /// When the driver must call `poll` again at the latest.
     pub fn next_wakeup(&self, now: u64) -> u64 {
+        self.next_wakeup_at(now, now)
+    }
+
+    /// [`Self::next_wakeup`] (a wall-clock time) with the monotonic reading `mono` taken with
+    /// `now`, for the run deadlines.
+    pub fn next_wakeup_at(&self, now: u64, mono: u64) -> u64 {
         let mut wake = now + MAX_SLEEP_MS;
         for trigger in self.triggers.values() {
             if trigger.record.enabled {
@@ -222,7 +253,7 @@ impl Scheduler {
                     None => running.timeout_at_ms,
                 };
                 if let Some(deadline) = deadline {
-                    wake = wake.min(deadline.max(now));
+                    wake = wake.min(now + deadline.saturating_sub(mono));
                 }
             }
         }
@@ -259,6 +290,28 @@ pub fn jitter_offset(name: &str, scheduled: u64, jitter_ms: u64) -> u64 {
     (x ^ (x >> 31)) % jitter_ms
 }
 
+/// Brings a `handled_until` more than [`MAX_AHEAD_MS`] ahead of `now` back to `now`, with a
+/// warning and a note in the history. Returns whether it did.
+fn reset_if_ahead(record: &mut Record, now: u64) -> bool {
+    let handled = record.handled_until_ms;
+    if handled <= now.saturating_add(MAX_AHEAD_MS) {
+        return false;
+    }
+    let ahead_h = (handled - now) / 3_600_000;
+    tracing::warn!(
+        trigger = %record.spec.name,
+        handled_until_ms = handled,
+        now_ms = now,
+        "the trigger's fires were marked handled {ahead_h} h ahead of the clock (the clock was wrong once); it goes on from now"
+    );
+    record.handled_until_ms = now;
+    record.push_note(
+        now,
+        format!("its fires were marked handled until {handled} (Unix ms), {ahead_h} h ahead of the clock, which had been wrong; it goes on from now"),
+    );
+    true
+}
+
 fn signal(trigger: &str, run: u64, signal: StopSignal) -> Action {
     Action::Signal {
         trigger: trigger.to_string(),
@@ -269,7 +322,7 @@ fn signal(trigger: &str, run: u64, signal: StopSignal) -> Action {
 
 impl Trigger {
     /// Handles the fires due by `now`; returns whether any was.
-    fn enabled_fires(&mut self, now: u64, actions: &mut Vec<Action>) -> bool {
+    fn enabled_fires(&mut self, now: u64, mono: u64, actions: &mut Vec<Action>) -> bool {
         if !self.record.enabled {
             return false;
         }
@@ -296,7 +349,7 @@ impl Trigger {
             self.record.push_missed(last_missed, missed, now);
         }
         if runs_latest {
-            self.fire(latest, now, false, actions);
+            self.fire(latest, now, mono, false, actions);
         }
         true
     }
@@ -333,6 +386,7 @@ impl Trigger {
         &mut self,
         scheduled: u64,
         now: u64,
+        mono: u64,
         manual: bool,
         actions: &mut Vec<Action>,
     ) -> RunInfo {
@@ -349,7 +403,7 @@ impl Trigger {
                 for running in self.running.iter_mut().filter(|r| live.contains(&r.id)) {
                     running.stopping = Some(Stopping {
                         outcome: Outcome::Replaced,
-                        kill_at_ms: now + KILL_GRACE_MS,
+                        kill_at_ms: mono + KILL_GRACE_MS,
                         killed: false,
                     });
                     actions.push(signal(&name, running.id, StopSignal::Term));
@@ -360,7 +414,7 @@ impl Trigger {
         let row = self.record.push_started(scheduled, manual, now);
         self.running.push(Running {
             id: row.id,
-            timeout_at_ms: self.record.spec.timeout_ms.map(|t| now + t),
+            timeout_at_ms: self.record.spec.timeout_ms.map(|t| mono + t),
             stopping: None,
         });
         actions.push(Action::Start {
@@ -370,7 +424,7 @@ impl Trigger {
         row
     }
 
-    /// Timeouts (SIGTERM) and overdue stops (SIGKILL).
+    /// Timeouts (SIGTERM) and overdue stops (SIGKILL), at the monotonic reading `now`.
     fn deadlines(&mut self, now: u64, actions: &mut Vec<Action>) {
         let name = &self.record.spec.name;
         for running in &mut self.running {

@@ -460,3 +460,89 @@ fn jitter_delays_each_fire_the_same_way_and_runs_it_once() {
     );
     assert_eq!(jitter_offset("t", expected[0], 0), 0);
 }
+
+#[test]
+fn a_mark_far_ahead_of_the_clock_is_reset_with_a_note() {
+    // The clock read a year ahead when the trigger last fired, then was corrected.
+    let now = utc(2025, 1, 1, 12, 0) + 30_000;
+    let wrong = utc(2026, 1, 1, 12, 0);
+    let mut record = crate::trigger::record::Record::new(spec("t", "* * * * *"), now - HOUR);
+    record.handled_until_ms = wrong;
+    let mut s = Scheduler::default();
+    s.restore(record, now).unwrap();
+    let t = s.get("t").unwrap();
+    assert_eq!(t.record.handled_until_ms, now, "reset on restore");
+    let row = t.record.history.back().unwrap();
+    assert_eq!((row.outcome, row.fires), (Outcome::Missed, 0));
+    assert!(row.note.as_deref().unwrap().contains("ahead of the clock"));
+    assert_eq!(
+        drive(&mut s, now, now + MIN, 1000),
+        vec![utc(2025, 1, 1, 12, 1)]
+    );
+
+    // While running: the clock jumps two days ahead, a fire runs, the clock comes back.
+    let ahead = now + 2 * 24 * HOUR;
+    assert_eq!(
+        starts(&s.poll(ahead).0).len(),
+        1,
+        "the latest fire runs once"
+    );
+    let run = s.get("t").unwrap().record.history.back().unwrap().id;
+    s.finished("t", run, ok_end(), ahead);
+    let back = now + 2 * MIN + 1000;
+    let (_, changed) = s.poll(back);
+    assert_eq!(changed, ["t"], "the reset is stored");
+    assert_eq!(s.get("t").unwrap().record.handled_until_ms, back);
+    let notes = history(&s, "t").iter().filter(|r| r.fires == 0).count();
+    assert_eq!(notes, 2);
+    // Within a minute of the corrected clock it fires again.
+    assert_eq!(
+        drive(&mut s, back, back + MIN, 1000),
+        vec![utc(2025, 1, 1, 12, 3)]
+    );
+}
+
+#[test]
+fn run_deadlines_follow_elapsed_time_not_wall_clock_steps() {
+    let t0 = utc(2025, 1, 1, 12, 0) + 30_000;
+    let mono0 = 5_000;
+    let mut s = scheduler_with(
+        TriggerSpec {
+            timeout_ms: Some(30 * MIN),
+            concurrency: Concurrency::Replace,
+            ..spec("t", "0 0 1 1 *")
+        },
+        t0,
+    );
+    let (row, _) = s.run_now_at("t", t0, mono0).unwrap();
+    assert_eq!(s.next_wakeup_at(t0, mono0), t0 + MAX_SLEEP_MS);
+    // NTP steps the wall clock an hour ahead one second later: no timeout.
+    let stepped = t0 + HOUR;
+    let (actions, _) = s.poll_at(stepped, mono0 + 1000);
+    assert!(actions.is_empty(), "{actions:?}");
+    // Thirty minutes of elapsed time later, it times out.
+    let (actions, _) = s.poll_at(stepped + 30 * MIN, mono0 + 30 * MIN);
+    assert_eq!(
+        actions,
+        [Action::Signal {
+            trigger: "t".into(),
+            run: row.id,
+            signal: StopSignal::Term
+        }]
+    );
+    // The kill grace too: a wall step back does not hold the SIGKILL off.
+    let kill_mono = mono0 + 30 * MIN + KILL_GRACE_MS;
+    assert_eq!(
+        s.next_wakeup_at(t0, mono0 + 30 * MIN),
+        t0 + KILL_GRACE_MS,
+        "woken after the grace on whatever wall clock"
+    );
+    let (actions, _) = s.poll_at(t0 - HOUR, kill_mono);
+    assert!(matches!(
+        actions[..],
+        [Action::Signal {
+            signal: StopSignal::Kill,
+            ..
+        }]
+    ));
+}

@@ -6,14 +6,19 @@
 //!   triggers that changed, then sleeps until the scheduler's next wake-up (a fire, a
 //!   deadline, or at most 60 s) or until a request or a run's end wakes it;
 //! - each started run has a task that awaits its exit and records it;
-//! - files are encoded under the lock and written outside it, in order (a write lock taken
-//!   before the scheduler's lock is released).
+//! - files are encoded under the lock and queued to the store's writer thread (see
+//!   [`crate::trigger::writer`]) before the lock is released, so they are written in the order
+//!   of the changes, off the runtime's thread;
+//! - a fire's record (its new `handled_until`) is on disk before its run starts, so a crash
+//!   cannot run it twice; if it cannot be stored the fire is recorded as failed, not run;
+//! - a run's kept output is written once, to its own file, when the run ends.
 
 use crate::trigger::clock::Clock;
 use crate::trigger::output::OutputRing;
 use crate::trigger::runner::{RunControl, Runner};
 use crate::trigger::scheduler::{Action, Ended, Scheduler, Trigger};
 use crate::trigger::store::Store;
+use crate::trigger::writer::{self, Job, Writer};
 use cmdop_proto::{ErrorKind, ErrorReply, ExitStatus, RunInfo, TriggerInfo};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -27,8 +32,7 @@ const MAX_FIRES: u32 = 100;
 /// The node's triggers.
 pub struct Triggers {
     inner: Mutex<Inner>,
-    store: Store,
-    write_order: Mutex<()>,
+    writer: Writer,
     runner: Arc<dyn Runner>,
     clock: Arc<dyn Clock>,
     wake: Notify,
@@ -67,9 +71,19 @@ impl Triggers {
         for error in errors {
             tracing::error!("{error}");
         }
+        let writer = Writer::new(store);
         let mut inner = Inner::default();
         for trigger in loaded {
             let name = trigger.record.spec.name.clone();
+            if trigger.migrate {
+                // A version 1 file: its outputs go to their own files (the record is
+                // rewritten by the first save, after these).
+                for (run, output) in &trigger.outputs {
+                    let bytes = Store::encode_output(output);
+                    let (name, run) = (name.clone(), *run);
+                    drop(writer.queue(Job::Output { name, run, bytes }));
+                }
+            }
             match inner.scheduler.restore(trigger.record, now) {
                 Ok(_) => {
                     let outputs = trigger.outputs.into_iter();
@@ -83,8 +97,7 @@ impl Triggers {
         tracing::info!(triggers = count, "triggers loaded");
         Arc::new(Triggers {
             inner: Mutex::new(inner),
-            store,
-            write_order: Mutex::new(()),
+            writer,
             runner,
             clock,
             wake: Notify::new(),
@@ -102,6 +115,11 @@ impl Triggers {
         self.clock.now_ms()
     }
 
+    /// The trigger clock's monotonic reading, for run deadlines.
+    pub(crate) fn mono(&self) -> u64 {
+        self.clock.mono_ms()
+    }
+
     /// Wakes the driver to poll again.
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
@@ -117,16 +135,17 @@ impl Triggers {
             .iter()
             .map(|t| t.record.spec.name.clone())
             .collect();
-        self.save(&names);
+        self.save(&names).await;
         loop {
-            let now = self.now();
+            let (now, mono) = (self.now(), self.clock.mono_ms());
             let (actions, changed, wake_at) = {
                 let mut inner = self.lock();
-                let (actions, changed) = inner.scheduler.poll(now);
-                (actions, changed, inner.scheduler.next_wakeup(now))
+                let (actions, changed) = inner.scheduler.poll_at(now, mono);
+                (actions, changed, inner.scheduler.next_wakeup_at(now, mono))
             };
-            self.apply(actions);
-            self.save(&changed);
+            // The fires' marks on disk first: a crash after a start must not run it again.
+            let failed = self.save(&changed).await;
+            self.apply_stored(actions, &failed);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -135,6 +154,13 @@ impl Triggers {
             }
         }
         self.stop_all();
+        // What was queued reaches the disk before the node exits.
+        self.flush().await;
+    }
+
+    /// Waits until every write queued so far is done.
+    pub async fn flush(&self) {
+        let _ = writer::done(self.writer.queue(Job::Flush)).await;
     }
 
     /// Sends SIGTERM to every run going (the node is shutting down). Their rows stay
@@ -145,8 +171,47 @@ impl Triggers {
         }
     }
 
+    /// Carries out the scheduler's actions after their triggers were stored; the starts of
+    /// the triggers in `failed` (not stored) are recorded as failed instead of run.
+    pub(crate) fn apply_stored(
+        self: &Arc<Self>,
+        actions: Vec<Action>,
+        failed: &[(String, String)],
+    ) {
+        let (mut run, mut refused) = (Vec::new(), Vec::new());
+        for action in actions {
+            match &action {
+                Action::Start { trigger, run: id } => {
+                    match failed.iter().find(|(name, _)| name == trigger) {
+                        Some((_, error)) => refused.push((trigger.clone(), *id, error.clone())),
+                        None => run.push(action),
+                    }
+                }
+                Action::Signal { .. } => run.push(action),
+            }
+        }
+        self.apply(run);
+        for (trigger, id, error) in refused {
+            let Some(created) = self
+                .lock()
+                .scheduler
+                .get(&trigger)
+                .map(|t| t.record.created_ms)
+            else {
+                continue;
+            };
+            tracing::error!(
+                trigger,
+                run = id,
+                "not running a fire that could not be stored: {error}"
+            );
+            let note = format!("not run: cannot store that this fire was handled ({error}), so a restart could have run it again");
+            self.finished(&trigger, created, id, None, Some(note));
+        }
+    }
+
     /// Carries out the scheduler's actions.
-    pub(crate) fn apply(self: &Arc<Self>, actions: Vec<Action>) {
+    fn apply(self: &Arc<Self>, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::Start { trigger, run } => self.start(trigger, run),
@@ -216,6 +281,7 @@ impl Triggers {
                 .get(trigger)
                 .and_then(|o| o.get(&run))
                 .cloned();
+            let ring_for_file = ring.clone();
             let (bytes_total, bytes_kept) = ring.map_or((0, 0), |ring| {
                 let ring = ring.lock().unwrap_or_else(|e| e.into_inner());
                 (ring.total(), ring.kept_len())
@@ -227,42 +293,119 @@ impl Triggers {
                 note,
             };
             let row = inner.scheduler.finished(trigger, run, end, now);
-            prune_outputs(&mut inner, trigger);
+            if row.is_some() {
+                // The output once, to its own file, before the record that says it ended.
+                let kept = inner
+                    .scheduler
+                    .get(trigger)
+                    .is_some_and(|t| t.record.run(run).is_some());
+                if let Some(ring) = ring_for_file.filter(|_| kept) {
+                    let bytes =
+                        Store::encode_output(&ring.lock().unwrap_or_else(|e| e.into_inner()));
+                    let (name, run) = (trigger.to_string(), run);
+                    self.queue_logged(Job::Output { name, run, bytes });
+                }
+                if let Err(e) = self.queue_save(&mut inner, trigger) {
+                    tracing::error!(trigger, "cannot store the trigger: {e}");
+                }
+            }
             row
         };
         if let Some(row) = row {
             let outcome = row.outcome.as_str();
             tracing::info!(trigger, run, outcome, exit = ?row.exit, bytes = row.bytes_total, "trigger run ended");
-            self.save(&[trigger.to_string()]);
         }
         self.wake();
     }
 
-    /// Stores the triggers named (removed ones are skipped).
-    pub(crate) fn save(&self, names: &[String]) {
-        for name in names {
-            if let Err(e) = self.save_one(name) {
-                tracing::error!(trigger = %name, "cannot store the trigger: {e}");
+    /// Stores the triggers named (removed ones are skipped) and waits until they are on disk.
+    /// Returns those that could not be stored, with why.
+    pub(crate) async fn save(&self, names: &[String]) -> Vec<(String, String)> {
+        let mut waits = Vec::new();
+        let mut failed = Vec::new();
+        {
+            let mut inner = self.lock();
+            for name in names {
+                match self.queue_save(&mut inner, name) {
+                    Ok(Some(answer)) => waits.push((name.clone(), answer)),
+                    Ok(None) => {}
+                    Err(e) => failed.push((name.clone(), e.to_string())),
+                }
             }
+        }
+        for (name, answer) in waits {
+            if let Err(e) = writer::done(answer).await {
+                failed.push((name, e.to_string()));
+            }
+        }
+        for (name, e) in &failed {
+            tracing::error!(trigger = %name, "cannot store the trigger: {e}");
+        }
+        failed
+    }
+
+    /// Stores one trigger (nothing when it was removed) and waits until it is on disk.
+    pub(crate) async fn save_one(&self, name: &str) -> std::io::Result<()> {
+        let answer = self.queue_save(&mut self.lock(), name)?;
+        match answer {
+            Some(answer) => writer::done(answer).await,
+            None => Ok(()),
         }
     }
 
-    /// Stores one trigger (nothing when it was removed).
-    pub(crate) fn save_one(&self, name: &str) -> std::io::Result<()> {
-        let inner = self.lock();
+    /// Under the lock: drops the outputs of runs that left the history (and queues the
+    /// deletion of their files), encodes the trigger's record and queues its write.
+    fn queue_save(
+        &self,
+        inner: &mut Inner,
+        name: &str,
+    ) -> std::io::Result<Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>> {
         let Some(trigger) = inner.scheduler.get(name) else {
-            return Ok(());
+            return Ok(None);
         };
-        let outputs = snapshot_outputs(&inner, trigger);
-        let bytes = Store::encode(&trigger.record, &outputs);
-        let _order = self.write_order.lock().unwrap_or_else(|e| e.into_inner());
-        drop(inner);
-        off_the_runtime(|| self.store.write(name, &bytes))
+        let bytes = Store::encode(&trigger.record)?;
+        let gone = prune_outputs(inner, name);
+        let answer = self.writer.queue(Job::Record {
+            name: name.to_string(),
+            bytes,
+        });
+        if !gone.is_empty() {
+            self.queue_logged(Job::DeleteOutputs {
+                name: name.to_string(),
+                runs: gone,
+            });
+        }
+        Ok(Some(answer))
+    }
+
+    /// Queues a job no one waits for; the writer thread logs its failure.
+    fn queue_logged(&self, job: Job) {
+        drop(self.writer.queue(job));
     }
 
     /// Removes a trigger: kills its runs, drops its outputs and deletes its file, all before
     /// another request can add one of the same name. Returns what it was.
-    pub(crate) fn forget(&self, name: &str) -> Result<TriggerInfo, ErrorReply> {
+    pub(crate) async fn forget(&self, name: &str) -> Result<TriggerInfo, ErrorReply> {
+        let (info, answer) = self.forget_locked(name)?;
+        writer::done(answer).await.map_err(|e| ErrorReply {
+            kind: ErrorKind::Internal,
+            message: format!("removed trigger '{name}' but cannot delete its file: {e}"),
+        })?;
+        Ok(info)
+    }
+
+    /// [`Self::forget`] under the lock: returns the info and the deletion's answer.
+    #[allow(clippy::type_complexity)]
+    fn forget_locked(
+        &self,
+        name: &str,
+    ) -> Result<
+        (
+            TriggerInfo,
+            tokio::sync::oneshot::Receiver<std::io::Result<()>>,
+        ),
+        ErrorReply,
+    > {
         let mut inner = self.lock();
         let info = {
             let trigger = inner
@@ -285,13 +428,10 @@ impl Triggers {
         }
         inner.outputs.remove(name);
         inner.controls.retain(|(trigger, _), _| trigger != name);
-        let _order = self.write_order.lock().unwrap_or_else(|e| e.into_inner());
-        drop(inner);
-        off_the_runtime(|| self.store.delete(name)).map_err(|e| ErrorReply {
-            kind: ErrorKind::Internal,
-            message: format!("removed trigger '{name}' but cannot delete its file: {e}"),
-        })?;
-        Ok(info)
+        let answer = self.writer.queue(Job::Delete {
+            name: name.to_string(),
+        });
+        Ok((info, answer))
     }
 
     /// A run's output ring, if it has one.
@@ -346,43 +486,20 @@ impl Triggers {
     }
 }
 
-/// Runs file I/O (a write ends with an fsync) without stalling the other tasks of a
-/// multi-threaded runtime: they move to other workers meanwhile. On the node's one-thread
-/// runtime it runs in place: a trigger is written only when it changes or a run ends.
-fn off_the_runtime<T>(io: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(io)
-        }
-        _ => io(),
-    }
-}
-
-/// Drops the outputs of runs that left the history.
-fn prune_outputs(inner: &mut Inner, name: &str) {
+/// Drops the outputs of runs that left the history; returns their ids.
+fn prune_outputs(inner: &mut Inner, name: &str) -> Vec<u64> {
     let Inner {
         scheduler, outputs, ..
     } = inner;
     let (Some(trigger), Some(outputs)) = (scheduler.get(name), outputs.get_mut(name)) else {
-        return;
+        return Vec::new();
     };
-    outputs.retain(|id, _| trigger.record.run(*id).is_some());
-}
-
-/// The outputs of a trigger's history rows, copied.
-fn snapshot_outputs(inner: &Inner, trigger: &Trigger) -> BTreeMap<u64, OutputRing> {
-    let Some(outputs) = inner.outputs.get(&trigger.record.spec.name) else {
-        return BTreeMap::new();
-    };
-    trigger
-        .record
-        .history
-        .iter()
-        .filter_map(|run| {
-            let ring = outputs.get(&run.id)?;
-            let ring = ring.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            Some((run.id, ring))
-        })
-        .collect()
+    let gone: Vec<u64> = (outputs.keys())
+        .filter(|id| trigger.record.run(**id).is_none())
+        .copied()
+        .collect();
+    for id in &gone {
+        outputs.remove(id);
+    }
+    gone
 }

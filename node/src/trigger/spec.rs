@@ -17,6 +17,10 @@ pub const MAX_JITTER_MS: u64 = 24 * 3600 * 1000;
 /// Most output bytes a run may keep.
 pub const MAX_KEEP_OUTPUT: u64 = 16 * 1024 * 1024;
 
+/// Most output bytes a trigger may keep over its history (keep-runs x keep-output): all of it
+/// is held in the node's memory and on its disk.
+pub const MAX_KEPT_PER_TRIGGER: u64 = 256 * 1024 * 1024;
+
 fn bad(message: String) -> ErrorReply {
     ErrorReply {
         kind: ErrorKind::BadRequest,
@@ -45,6 +49,16 @@ pub fn check(spec: &TriggerSpec) -> Result<Schedule, ErrorReply> {
         return Err(bad(format!(
             "cannot add trigger '{}': --keep-output may be at most 16MiB",
             spec.name
+        )));
+    }
+    let kept = u64::from(spec.keep_runs).saturating_mul(spec.keep_output);
+    if kept > MAX_KEPT_PER_TRIGGER {
+        return Err(bad(format!(
+            "cannot add trigger '{}': --keep-runs {} x --keep-output {} bytes is {} MiB, more than the 256 MiB a trigger may keep (lower one of them)",
+            spec.name,
+            spec.keep_runs,
+            spec.keep_output,
+            kept.div_ceil(1024 * 1024)
         )));
     }
     if spec.timeout_ms == Some(0) {
@@ -132,6 +146,14 @@ mod tests {
                     ..spec("x", "* * * * *")
                 },
                 "--keep-runs",
+            ),
+            (
+                TriggerSpec {
+                    keep_runs: 1000,
+                    keep_output: 16 * 1024 * 1024,
+                    ..spec("x", "* * * * *")
+                },
+                "more than the 256 MiB a trigger may keep",
             ),
             (
                 TriggerSpec {

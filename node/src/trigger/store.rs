@@ -1,10 +1,18 @@
-//! Triggers on disk: one JSON file per trigger in `$CMDOP_HOME/triggers/`, holding its record
-//! (spec, state, history) and the kept output of each run in its history, written atomically
-//! (temporary file, fsync, rename) with mode 0600. So a trigger costs at most about
-//! keep-runs x keep-output bytes, and a torn write cannot lose it.
+//! Triggers on disk, under `$CMDOP_HOME/triggers/`, every file written atomically (temporary
+//! file, fsync, rename, fsync of the directory) with mode 0600:
 //!
-//! Reading checks `format_version` first. A file that cannot be read is renamed aside
-//! (`NAME.json.bad-UNIXMS`) and reported, never a panic, and the other triggers load.
+//! - `NAME.json`: the trigger's record (spec, state, history), small, rewritten on each change;
+//! - `NAME.out/RUN`: the kept output of one finished run, written once when the run ends and
+//!   deleted when the run leaves the history (8 bytes of the total printed, big-endian, then
+//!   the kept bytes).
+//!
+//! So a trigger costs at most about keep-runs x keep-output bytes (capped at add time), a save
+//! never re-encodes outputs, and a torn write cannot lose anything.
+//!
+//! Reading checks `format_version` first (version 1 files, with the outputs inside, are still
+//! read; their outputs move to their own files at the first start). A file that cannot be read
+//! is renamed aside (`NAME.json.bad-UNIXMS`) and reported, never a panic, and the other
+//! triggers load. A missing or torn output file only loses that run's output.
 
 use crate::trigger::output::OutputRing;
 use crate::trigger::record::Record;
@@ -15,18 +23,25 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// The version of the file format.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
-/// One trigger's file.
-#[derive(Debug, Serialize, Deserialize)]
-struct Stored {
+/// A record file (version 2).
+#[derive(Debug, Serialize)]
+struct StoredRef<'a> {
     format_version: u32,
+    record: &'a Record,
+}
+
+/// A record file as read (version 1 had the outputs inside).
+#[derive(Debug, Deserialize)]
+struct Stored {
     record: Record,
-    /// Run id to its output.
+    /// Run id to its output (version 1 only).
+    #[serde(default)]
     outputs: BTreeMap<u64, StoredOutput>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct StoredOutput {
     /// Bytes the run printed.
     total: u64,
@@ -41,6 +56,8 @@ pub struct Loaded {
     pub record: Record,
     /// Run id to output.
     pub outputs: BTreeMap<u64, OutputRing>,
+    /// Read from a version 1 file: its outputs must be written to their own files.
+    pub migrate: bool,
 }
 
 /// The `triggers/` directory.
@@ -61,42 +78,53 @@ impl Store {
         self.dir.join(format!("{name}.json"))
     }
 
-    /// Encodes a trigger's file (cheap enough to do under the scheduler's lock; the write is
-    /// done outside it).
-    pub fn encode(record: &Record, outputs: &BTreeMap<u64, OutputRing>) -> Vec<u8> {
-        let engine = base64::engine::general_purpose::STANDARD;
-        let outputs = record
-            .history
-            .iter()
-            .filter_map(|run| outputs.get(&run.id).map(|o| (run.id, o)))
-            .map(|(id, o)| {
-                let kept = engine.encode(o.kept());
-                (
-                    id,
-                    StoredOutput {
-                        total: o.total(),
-                        kept,
-                    },
-                )
-            })
-            .collect();
-        let stored = Stored {
-            format_version: FORMAT_VERSION,
-            record: record.clone(),
-            outputs,
-        };
-        serde_json::to_vec_pretty(&stored).unwrap_or_default()
+    fn output_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.out"))
     }
 
-    /// Writes a trigger's file atomically, mode 0600.
+    /// Encodes a trigger's record file (small: spec, state, history).
+    pub fn encode(record: &Record) -> io::Result<Vec<u8>> {
+        let stored = StoredRef {
+            format_version: FORMAT_VERSION,
+            record,
+        };
+        serde_json::to_vec_pretty(&stored).map_err(io::Error::other)
+    }
+
+    /// Encodes one run's output file.
+    pub fn encode_output(output: &OutputRing) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(8 + output.kept_len() as usize);
+        bytes.extend_from_slice(&output.total().to_be_bytes());
+        bytes.extend(output.kept());
+        bytes
+    }
+
+    /// Writes a trigger's record file atomically, mode 0600.
     pub fn write(&self, name: &str, contents: &[u8]) -> io::Result<()> {
         cmdop_certs::files::ensure_private_dir(&self.dir)?;
         cmdop_certs::files::write_atomic(&self.path(name), contents, 0o600)
     }
 
-    /// Deletes a trigger's file.
+    /// Writes run `run`'s output file atomically, mode 0600.
+    pub fn write_output(&self, name: &str, run: u64, contents: &[u8]) -> io::Result<()> {
+        let dir = self.output_dir(name);
+        cmdop_certs::files::ensure_private_dir(&dir)?;
+        cmdop_certs::files::write_atomic(&dir.join(run.to_string()), contents, 0o600)
+    }
+
+    /// Deletes the output files of `runs`.
+    pub fn delete_outputs(&self, name: &str, runs: &[u64]) -> io::Result<()> {
+        let dir = self.output_dir(name);
+        for run in runs {
+            remove_if_there(&dir.join(run.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a trigger's files.
     pub fn delete(&self, name: &str) -> io::Result<()> {
-        match std::fs::remove_file(self.path(name)) {
+        remove_if_there(&self.path(name))?;
+        match std::fs::remove_dir_all(self.output_dir(name)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -119,24 +147,77 @@ impl Store {
         let (mut loaded, mut errors) = (Vec::new(), Vec::new());
         for path in paths {
             match read(&path) {
-                Ok(trigger) => loaded.push(trigger),
+                Ok(mut trigger) => {
+                    if !trigger.migrate {
+                        let name = trigger.record.spec.name.clone();
+                        trigger.outputs = self.read_outputs(&name, &trigger.record);
+                    }
+                    loaded.push(trigger)
+                }
                 Err(reason) => errors.push(set_aside(&path, &reason, now_ms)),
             }
         }
         (loaded, errors)
     }
+
+    /// Reads the output files of the finished runs in `record`'s history; deletes the others
+    /// (left by a crash between writing an output and the record that drops it).
+    fn read_outputs(&self, name: &str, record: &Record) -> BTreeMap<u64, OutputRing> {
+        let dir = self.output_dir(name);
+        let mut outputs = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return outputs;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let run = file.parse::<u64>().ok().filter(|&id| {
+                record
+                    .run(id)
+                    .is_some_and(|r| r.outcome != cmdop_proto::Outcome::Running)
+            });
+            let Some(run) = run else {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            };
+            match std::fs::read(entry.path()) {
+                Ok(bytes) if bytes.len() >= 8 => {
+                    let mut total = [0u8; 8];
+                    total.copy_from_slice(&bytes[..8]);
+                    let ring = OutputRing::restored(
+                        record.spec.keep_output,
+                        u64::from_be_bytes(total),
+                        &bytes[8..],
+                    );
+                    outputs.insert(run, ring);
+                }
+                _ => tracing::warn!(
+                    trigger = name,
+                    run,
+                    "cannot read a run's output file; its output is lost"
+                ),
+            }
+        }
+        outputs
+    }
 }
 
-/// Reads and checks one file.
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Reads and checks one record file.
 fn read(path: &Path) -> Result<Loaded, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
-    match value.get("format_version").and_then(|v| v.as_u64()) {
-        Some(v) if v == u64::from(FORMAT_VERSION) => {}
+    let version = match value.get("format_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == 1 || v == u64::from(FORMAT_VERSION) => v,
         Some(v) => return Err(format!("format_version {v} is not {FORMAT_VERSION}")),
         None => return Err("no format_version".into()),
-    }
+    };
     let stored: Stored = serde_json::from_value(value).map_err(|e| e.to_string())?;
     let expected = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     if expected.as_deref() != Some(stored.record.spec.name.as_str()) {
@@ -157,6 +238,7 @@ fn read(path: &Path) -> Result<Loaded, String> {
     Ok(Loaded {
         record: stored.record,
         outputs,
+        migrate: version == 1,
     })
 }
 

@@ -112,7 +112,15 @@ echo "hosts: ${{COMPREPLY[*]}}"
 COMP_WORDS=(cmdop host remove ''); COMP_CWORD=3; _cmdop_dynamic cmdop '' remove
 echo "all hosts: ${{COMPREPLY[*]}}"
 COMP_WORDS=(cmdop sess); COMP_CWORD=1; _cmdop_dynamic cmdop sess cmdop
-echo "static: ${{COMPREPLY[*]}}""#
+echo "static: ${{COMPREPLY[*]}}"
+COMP_WORDS=(cmdop session list --host =); COMP_CWORD=4; _cmdop_dynamic cmdop = --host
+echo "after =: ${{COMPREPLY[*]}}"
+COMP_WORDS=(cmdop session list --host = v); COMP_CWORD=5; _cmdop_dynamic cmdop v =
+echo "after = v: ${{COMPREPLY[*]}}"
+cmdop() {{ printf '%s\n' '*' 'a b'; }}; cd {dir:?}
+COMP_WORDS=(cmdop connect ''); COMP_CWORD=2; _cmdop_dynamic cmdop '' connect
+echo "no glob: ${{COMPREPLY[0]}}|${{COMPREPLY[1]}} (${{#COMPREPLY[@]}})""#,
+            dir = home.path
         ),
     ));
     assert!(out.contains("-F _cmdop_dynamic cmdop\n"), "{out}");
@@ -120,6 +128,10 @@ echo "static: ${{COMPREPLY[*]}}""#
     assert!(out.contains("hosts: vps-audi\n"), "{out}");
     assert!(out.contains("all hosts: box local vps-audi\n"), "{out}");
     assert!(out.contains("static: session\n"), "{out}");
+    assert!(out.contains("after =: box local vps-audi\n"), "{out}");
+    assert!(out.contains("after = v: vps-audi\n"), "{out}");
+    // A name is taken as it is: never split, never a glob over the current directory's files.
+    assert!(out.contains("no glob: *|a b (2)\n"), "{out}");
 }
 
 #[test]
@@ -171,7 +183,11 @@ fn fish_loads_the_completion_and_completes_hosts_from_the_config() {
             "source {script:?}; source {node_script:?}
 echo hosts:; complete -C 'cmdop connect '
 echo static:; complete -C 'cmdop sess'
-echo node:; complete -C 'cmdop-node auth'"
+echo node:; complete -C 'cmdop-node auth'
+function cmdop; echo asked >> {calls:?}; command cmdop $argv; end
+complete -C 'cmdop connect v' >/dev/null
+echo calls:; cat {calls:?}",
+            calls = home.path.join("calls")
         ),
     ));
     let hosts: Vec<&str> = section(&out, "hosts:");
@@ -183,6 +199,11 @@ echo node:; complete -C 'cmdop-node auth'"
     assert!(
         section(&out, "node:")[0].starts_with("authorize\t"),
         "{out}"
+    );
+    assert_eq!(
+        section(&out, "calls:"),
+        ["asked"],
+        "one question per Tab: {out}"
     );
 }
 

@@ -292,3 +292,42 @@ fn names_resolve_across_hosts_and_list_asks_every_host() {
     );
     assert!(list.stderr.contains("two unreachable"), "{}", list.stderr);
 }
+
+#[test]
+fn run_wait_prints_more_than_a_frame_of_output_and_fails_unless_ok() {
+    let home = Home::new("trigger-big");
+    let _node = NodeProcess::start(&home, free_port(), "");
+    let add = |name: &str, shell: &str, extra: &[&str]| {
+        let mut args = vec!["trigger", "add", "--name", name, "--schedule", "0 3 1 1 *"];
+        args.extend(["--machine", "local", "--shell", shell]);
+        args.extend_from_slice(extra);
+        home.cmdop(&args).ok();
+    };
+    // 9 MB kept: more than the client's 8 MiB frame, so it must come in pieces.
+    add(
+        "big",
+        "head -c 9000000 /dev/zero | tr '\\0' x",
+        &["--keep-output", "16MiB", "--keep-runs", "2"],
+    );
+    let run = home.cmdop(&["trigger", "run", "big", "--wait"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.len(), 9_000_000);
+    assert!(run.stdout.bytes().all(|b| b == b'x'));
+    let logs = home.cmdop(&["trigger", "logs", "big", "--last"]);
+    assert_eq!(
+        (logs.code, logs.stdout.len()),
+        (0, 9_000_000),
+        "{}",
+        logs.stderr
+    );
+
+    // Stopped by its timeout, the shell exits 0: still not a success.
+    add(
+        "slow",
+        "trap 'exit 0' TERM; sleep 30 & wait",
+        &["--timeout", "1s"],
+    );
+    let run = home.cmdop(&["trigger", "run", "slow", "--wait"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("timeout, exit 0"), "{}", run.stderr);
+}

@@ -4,9 +4,21 @@
 # nodes within 300 ms), and fails otherwise; then the static completion above answers.
 _cmdop_dynamic() {
     local candidates
-    if candidates=$(cmdop __complete -- "${COMP_WORDS[@]:0:COMP_CWORD+1}" 2>/dev/null); then
-        local IFS=$'\n'
-        COMPREPLY=($candidates)
+    local words=("${COMP_WORDS[@]:0:COMP_CWORD}")
+    local current="${COMP_WORDS[COMP_CWORD]}"
+    # `--host=<Tab>`: bash makes `=` a word of its own and the one under the cursor.
+    [[ $current == = ]] && words+=("=") && current=
+    if candidates=$(cmdop __complete -- "${words[@]}" "$current" 2>/dev/null); then
+        # One name a line, taken as it is (no word splitting, no glob expansion).
+        COMPREPLY=()
+        if [[ -n $candidates ]]; then
+            if ((BASH_VERSINFO[0] >= 4)); then
+                mapfile -t COMPREPLY <<<"$candidates"
+            else
+                local line
+                while IFS= read -r line; do COMPREPLY+=("$line"); done <<<"$candidates"
+            fi
+        fi
         # No names is no names, not a reason to offer file names.
         compopt +o default +o bashdefault 2>/dev/null
         return 0

@@ -1,6 +1,7 @@
 //! `cmdop trigger logs` and `run`: a run's output on stdout (raw, as the command printed it),
 //! what became of the run on stderr; `--follow` and `run --wait` poll the node until the run
-//! ends, asking each time from the first byte not yet printed.
+//! ends, asking each time from the first byte not yet printed. The node answers at most 1 MiB
+//! at a time, so every reader asks again until a reply brings nothing new.
 
 use super::find::connect_for;
 use crate::context::Context;
@@ -61,8 +62,18 @@ pub async fn run(
     client.close().await;
     let end = result?;
     eprintln!("{}", summary(&end));
-    let code = end.exit.map_or(1, ExitStatus::shell_code);
-    Ok(ExitCode::from((code & 0xff) as u8))
+    Ok(ExitCode::from(wait_exit_code(&end)))
+}
+
+/// `run --wait`'s exit code: the run's, and never 0 unless its outcome is `ok` (a run stopped
+/// by its timeout or replaced may well exit 0).
+fn wait_exit_code(end: &RunInfo) -> u8 {
+    let code = (end.exit.map_or(1, ExitStatus::shell_code) & 0xff) as u8;
+    match (end.outcome, code) {
+        (Outcome::Ok, code) => code,
+        (_, 0) => 1,
+        (_, code) => code,
+    }
 }
 
 /// Prints a run's output from the start; with `follow`, until the run ends. Returns the run.
@@ -90,6 +101,10 @@ async fn print_output(
         out.flush()?;
         run = Some(log.run.id);
         from = log.from + log.data.len() as u64;
+        if !log.data.is_empty() {
+            // More may be there already: ask at once.
+            continue;
+        }
         if !follow || log.run.outcome != Outcome::Running {
             return Ok(log.run);
         }
@@ -122,4 +137,41 @@ fn summary(run: &RunInfo) -> String {
         run.outcome.as_str(),
         bytes(run.bytes_total),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(outcome: Outcome, exit: Option<ExitStatus>) -> RunInfo {
+        RunInfo {
+            id: 1,
+            scheduled_ms: 0,
+            start_ms: Some(0),
+            end_ms: Some(1),
+            exit,
+            outcome,
+            bytes_total: 0,
+            bytes_kept: 0,
+            manual: true,
+            fires: 1,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn wait_exits_non_zero_unless_the_run_was_ok() {
+        let code = |outcome, exit| wait_exit_code(&ended(outcome, exit));
+        assert_eq!(code(Outcome::Ok, Some(ExitStatus::Code(0))), 0);
+        assert_eq!(code(Outcome::Fail, Some(ExitStatus::Code(3))), 3);
+        assert_eq!(code(Outcome::Timeout, Some(ExitStatus::Code(0))), 1);
+        assert_eq!(code(Outcome::Replaced, Some(ExitStatus::Code(0))), 1);
+        assert_eq!(code(Outcome::Timeout, Some(ExitStatus::Signal(15))), 143);
+        assert_eq!(
+            code(Outcome::Fail, Some(ExitStatus::Code(256))),
+            1,
+            "256 is 0 mod 256"
+        );
+        assert_eq!(code(Outcome::Fail, None), 1);
+    }
 }
