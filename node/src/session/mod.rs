@@ -121,6 +121,16 @@ thread_local! {
     static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
+/// The ringbuffer just after output was pushed, as the screen's inline parse needs it.
+struct RingAfter {
+    /// One past the last byte.
+    end: u64,
+    /// Half its capacity.
+    half: u64,
+    /// Someone watches the session.
+    watched: bool,
+}
+
 /// A screen model nobody watches sleeps this long after the last output.
 const SCREEN_SLEEP_AFTER: Duration = Duration::from_secs(5);
 
@@ -222,33 +232,36 @@ impl Session {
         self.bump();
     }
 
-    fn append_output(self: &Arc<Self>, bytes: &[u8]) {
-        let end = {
+    /// Takes in output; returns whether anyone watches the session.
+    fn append_output(self: &Arc<Self>, bytes: &[u8]) -> bool {
+        let ring = {
             let mut core = self.lock();
             core.ring.push(bytes);
             core.last_active_ms = now_ms();
-            core.ring.end()
+            RingAfter {
+                end: core.ring.end(),
+                half: core.ring.capacity() as u64 / 2,
+                watched: core.live_attachments > 0,
+            }
         };
-        self.parse_inline(bytes, end);
+        self.parse_inline(bytes, &ring);
         self.bump();
+        ring.watched
     }
 
     /// Parses output as it comes while that stays cheap (within the screen's budget); a flood
     /// is left for [`Session::caught_up_screen`]. It never waits for the screen (this runs on
     /// the node's one runtime thread): a catch-up holding it takes these bytes from the ring.
-    fn parse_inline(self: &Arc<Self>, bytes: &[u8], end: u64) {
-        let (watched, ring_half) = {
-            let core = self.lock();
-            (core.live_attachments > 0, core.ring.capacity() as u64 / 2)
-        };
+    fn parse_inline(self: &Arc<Self>, bytes: &[u8], ring: &RingAfter) {
+        let end = ring.end;
         let Some(mut screen) = self.try_screen() else {
             return;
         };
         let backlog = end - screen.offset();
         // Nobody watches a sleeping model: let output gather (a shell's prompt never wakes it)
         // and parse it in one go well before the ring or the catch-up would drop any of it.
-        let gather = (screen::CATCH_UP_TAIL / 4).min(ring_half);
-        if !watched && screen.is_asleep() && backlog < gather {
+        let gather = (screen::CATCH_UP_TAIL / 4).min(ring.half);
+        if !ring.watched && screen.is_asleep() && backlog < gather {
             return;
         }
         if !screen.may_parse(backlog, std::time::Instant::now()) {
@@ -434,13 +447,14 @@ impl Session {
 }
 
 /// The reader task: PTY output into the ringbuffer until the PTY's output ends. A while after
-/// the last output it lets the screen model of a session nobody watches sleep.
+/// the last output of a session nobody watches it lets the screen model sleep (a watched one
+/// is put to sleep when its last viewer leaves).
 async fn read_output(mut reader: Pin<Box<dyn AsyncRead + Send>>, session: Weak<Session>) {
     let mut rest_at = None;
     loop {
         let read = std::future::poll_fn(|cx| read_some(reader.as_mut(), cx, &session));
-        let more = tokio::select! {
-            more = read => more,
+        let read = tokio::select! {
+            read = read => read,
             _ = sleep_until(rest_at) => {
                 rest_at = None;
                 if let Some(session) = session.upgrade() {
@@ -449,10 +463,10 @@ async fn read_output(mut reader: Pin<Box<dyn AsyncRead + Send>>, session: Weak<S
                 continue;
             }
         };
-        if !more {
+        let Some(watched) = read else {
             break;
-        }
-        rest_at = Some(tokio::time::Instant::now() + SCREEN_SLEEP_AFTER);
+        };
+        rest_at = (!watched).then(|| tokio::time::Instant::now() + SCREEN_SLEEP_AFTER);
         // A flooding program yields to the other tasks now and then.
         tokio::task::consume_budget().await;
     }
@@ -470,26 +484,23 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Reads what the PTY has into this thread's buffer and appends it to the session: Ready(true)
-/// after some output, Ready(false) at the end (or when the session is gone).
+/// Reads what the PTY has into this thread's buffer and appends it to the session: Ready(Some(
+/// whether the session is watched)) after some output, Ready(None) at the end (or when the
+/// session is gone).
 fn read_some(
     reader: Pin<&mut (dyn AsyncRead + Send)>,
     cx: &mut std::task::Context<'_>,
     session: &Weak<Session>,
-) -> Poll<bool> {
+) -> Poll<Option<bool>> {
     READ_BUFFER.with_borrow_mut(|buffer| {
         let mut read = ReadBuf::new(buffer);
         match reader.poll_read(cx, &mut read) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(_)) => Poll::Ready(false),
-            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(false),
-            Poll::Ready(Ok(())) => match session.upgrade() {
-                Some(session) => {
-                    session.append_output(read.filled());
-                    Poll::Ready(true)
-                }
-                None => Poll::Ready(false),
-            },
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(None),
+            Poll::Ready(Ok(())) => {
+                Poll::Ready(session.upgrade().map(|s| s.append_output(read.filled())))
+            }
         }
     })
 }

@@ -2,8 +2,8 @@
 //! typing is done no prediction is left behind (the client's screen equals the node's).
 
 use cmdop_e2e::pty::Terminal;
-use cmdop_e2e::{bin, wait_until, Home, NodeProcess, Relayed};
-use cmdop_netsim::{Impairments, Netsim};
+use cmdop_e2e::{bin, wait_until, Relayed};
+use cmdop_netsim::Impairments;
 use cmdop_screen::Screen;
 use std::time::Duration;
 
@@ -12,12 +12,7 @@ const ROWS: u16 = 24;
 const COLS: u16 = 80;
 
 /// A node behind a relay with 100 ms each way, and a client home that reaches it through it.
-struct FarNode {
-    home: Home,
-    _node: NodeProcess,
-    _netsim: Netsim,
-    _runtime: tokio::runtime::Runtime,
-}
+struct FarNode(Relayed);
 
 impl FarNode {
     fn new(tag: &str) -> FarNode {
@@ -25,25 +20,14 @@ impl FarNode {
             delay: Duration::from_millis(100),
             ..Impairments::default()
         };
-        let Relayed {
-            home,
-            node,
-            netsim,
-            runtime,
-        } = Relayed::start(tag, "", impairments, 13, "far");
-        FarNode {
-            home,
-            _node: node,
-            _netsim: netsim,
-            _runtime: runtime,
-        }
+        FarNode(Relayed::start(tag, "", impairments, 13, "far"))
     }
 
     fn connect(&self, name: &str) -> Terminal {
         let mut term = Terminal::spawn(
             &bin("cmdop"),
             &["connect", "far", "--name", name, "--predict", "always"],
-            &self.home.path,
+            &self.0.home.path,
             ROWS,
             COLS,
         );
@@ -56,6 +40,7 @@ impl FarNode {
     /// The node's screen rows, read from the node directly.
     fn node_rows(&self, name: &str) -> Vec<String> {
         let out = self
+            .0
             .home
             .cmdop(&[
                 "session", "show", name, "--host", "local", "--screen", "--json",
@@ -173,7 +158,7 @@ fn assert_converges(far: &FarNode, term: &Terminal, name: &str) {
 fn vim_normal_mode_insert_mode_and_a_paste_leave_no_prediction_behind() {
     let far = FarNode::new("predict-vim");
     let mut term = far.connect("editor");
-    let file = far.home.path.join("words.txt");
+    let file = far.0.home.path.join("words.txt");
     std::fs::write(
         &file,
         "one two three\nfour five six\nseven eight\nnine ten\n",

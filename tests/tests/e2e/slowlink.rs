@@ -3,7 +3,7 @@
 
 use cmdop_e2e::pty::Terminal;
 use cmdop_e2e::{bin, free_port, wait_until, Home, NodeProcess, Relayed};
-use cmdop_netsim::{Impairments, Netsim};
+use cmdop_netsim::Impairments;
 use cmdop_screen::Screen;
 use std::time::{Duration, Instant};
 
@@ -81,12 +81,7 @@ fn show_screen_prints_the_screen_as_text_and_json() {
 }
 
 /// A node, a 1 Mbit/s relay with 100 ms round trip in front of it, and a client through it.
-struct SlowLink {
-    home: Home,
-    _node: NodeProcess,
-    _netsim: Netsim,
-    _runtime: tokio::runtime::Runtime,
-}
+struct SlowLink(Relayed);
 
 impl SlowLink {
     fn new(tag: &str) -> SlowLink {
@@ -96,25 +91,14 @@ impl SlowLink {
             queue_bytes: 64 * 1024,
             ..Impairments::default()
         };
-        let Relayed {
-            home,
-            node,
-            netsim,
-            runtime,
-        } = Relayed::start(tag, "", impairments, 11, "slow");
-        SlowLink {
-            home,
-            _node: node,
-            _netsim: netsim,
-            _runtime: runtime,
-        }
+        SlowLink(Relayed::start(tag, "", impairments, 11, "slow"))
     }
 
     fn connect(&self, name: &str) -> Terminal {
         let mut term = Terminal::spawn(
             &bin("cmdop"),
             &["connect", "slow", "--name", name],
-            &self.home.path,
+            &self.0.home.path,
             ROWS,
             COLS,
         );
@@ -147,7 +131,7 @@ fn ctrl_c_under_a_flood_on_a_slow_link_skips_to_the_screen() {
     let settled = || {
         let mut client = Screen::new(COLS, ROWS);
         client.feed(&term.output());
-        let node = rows_of(&node_screen(&link.home, "flood"));
+        let node = rows_of(&node_screen(&link.0.home, "flood"));
         let ours: Vec<String> = client.rows_text().into_iter().skip(1).collect();
         (ours == node[1..], ours, node)
     };

@@ -5,6 +5,16 @@ use super::{shell_env, Pty, PROMPT};
 use cmdop_netsim::{Impairments, Netsim, NetsimConfig};
 use std::net::SocketAddr;
 
+/// The runtime the network benchmarks run their relays on: one worker, so the relay does not
+/// take both cores from the programs it measures.
+pub fn relay_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A relay in front of `upstream` with `impairments`, on `runtime`.
 pub fn relay(
     runtime: &tokio::runtime::Runtime,

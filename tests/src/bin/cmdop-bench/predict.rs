@@ -3,7 +3,7 @@
 //! adaptive, and off) and, when installed, mosh. Each keystroke is timed until a screen model fed
 //! with the terminal's output shows it, as a person would see it.
 
-use super::peers::{mosh, mosh_installed, relay};
+use super::peers::{mosh, mosh_installed, relay, relay_runtime};
 use super::{slowlink::on_screen, Pty, PROMPT};
 use cmdop_e2e::{bin, free_port, Home, NodeProcess};
 use cmdop_netsim::Impairments;
@@ -35,11 +35,7 @@ fn delayed(delay: Duration) -> Impairments {
 }
 
 pub fn run() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = relay_runtime();
     let mosh = mosh_installed();
     let mut rows = Vec::new();
     for delay in [Duration::from_millis(25), Duration::from_millis(100)] {

@@ -9,7 +9,7 @@
 //! - 110 KB printed at once with nobody typing (cmdop only: mosh never sends the bytes): the
 //!   time to the last line and whether every line arrived once, in order.
 
-use super::peers::{mosh, mosh_installed, relay};
+use super::peers::{mosh, mosh_installed, relay, relay_runtime};
 use super::{find, Pty, PROMPT};
 use cmdop_e2e::{bin, free_port, Home, NodeProcess};
 use cmdop_netsim::Impairments;
@@ -37,11 +37,7 @@ struct Row {
 }
 
 pub fn run() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = relay_runtime();
     let mut rows = Vec::new();
     eprintln!("measuring cmdop connect through a 1 Mbit/s, 100 ms relay...");
     rows.push(cmdop_row(&runtime));
