@@ -10,7 +10,9 @@
 //! - [`trigger`]: scheduled commands run with no client attached (cron schedule, bounded
 //!   history and output, stored under `$CMDOP_HOME/triggers/`);
 //! - [`server`]: the QUIC endpoint, handshake admission, control requests, live connections
-//!   and attachments (over any framed stream).
+//!   and attachments (over any framed stream);
+//! - [`upgrade`]: upgrading in place: the state handed to the next binary across `execve`,
+//!   with the PTYs and the UDP socket kept open.
 //!
 //! In-process tests of the whole (fake PTYs, in-memory streams) are in `src/tests/`.
 
@@ -19,6 +21,7 @@ pub mod os;
 pub mod server;
 pub mod session;
 pub mod trigger;
+pub mod upgrade;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
 use cmdop_client::home::{cmdop_home, NODE_IDENTITY};
 use cmdop_node::os::NativePty;
 use cmdop_node::server::{Node, NodeOptions};
+use cmdop_node::upgrade::reexec::{Handed, NativeReexec};
 use cmdop_proto::units::HumanDuration;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 ///
 /// Without a subcommand it runs in the foreground, logging to stderr (level from RUST_LOG,
 /// default info). State lives in $CMDOP_HOME (default ~/.cmdop); settings in
-/// $CMDOP_HOME/config.yaml. SIGINT or SIGTERM shut it down cleanly.
+/// $CMDOP_HOME/config.yaml. SIGINT or SIGTERM shut it down cleanly; SIGUSR2 upgrades it in
+/// place (see 'cmdop-node upgrade').
 #[derive(Debug, Parser)]
 #[command(name = "cmdop-node", version, about, long_about)]
 struct Cli {
@@ -58,11 +60,25 @@ enum Command {
     Completions(cmdop_dist::CompletionsArgs),
     /// Print the man page, or write one page per command with --dir.
     Man(cmdop_dist::ManArgs),
+    /// Upgrade the running node in place, keeping every session.
+    ///
+    /// Asks the node running from this CMDOP_HOME to execute the binary now found at the path
+    /// it was started from, in the same process: every session keeps its shell, scrollback and
+    /// screen, and attached clients reconnect by themselves after a short pause. The new binary
+    /// first runs dry; if it fails that, or cannot take the state over, the running version
+    /// goes on. Prints the old and new versions and how long the node paused. SIGUSR2 to the
+    /// node does the same (the outcome is then only logged).
+    Upgrade,
+    /// Dry run of an upgrade in place: read a handed-down state on stdin, print the version.
+    #[command(name = "__upgrade-check", hide = true)]
+    UpgradeCheck,
 }
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: what an upgrade in place handed down, if anything.
+    let handed = Handed::take();
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli, handed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cmdop-node: {e:#}");
@@ -75,10 +91,16 @@ fn parse_fingerprint(text: &str) -> anyhow::Result<Fingerprint> {
     Ok(text.parse::<Fingerprint>()?)
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, handed: Option<Handed>) -> anyhow::Result<()> {
     let home = cmdop_home();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => serve(home, cli.listen),
+        Command::Run => serve(home, cli.listen, handed),
+        Command::Upgrade => upgrade(&home),
+        Command::UpgradeCheck => {
+            cmdop_node::upgrade::state::read(std::io::stdin().lock())?;
+            println!("cmdop-node {}", cmdop_node::upgrade::VERSION);
+            Ok(())
+        }
         Command::Id => {
             let identity = Identity::load_or_create(&home, NODE_IDENTITY)?;
             println!("{}", identity.fingerprint());
@@ -152,6 +174,43 @@ fn close_revoked_connections(
     home: &std::path::Path,
     fingerprint: &Fingerprint,
 ) -> anyhow::Result<u32> {
+    let request = cmdop_proto::Revoke {
+        fingerprint: fingerprint.clone(),
+    };
+    on_local_node(home, |mut client| async move {
+        let reply = client.call(request).await;
+        client.close().await;
+        Ok(reply?)
+    })
+}
+
+/// Runs `work` on a connection to the node running from `home`, as its own client.
+fn on_local_node<T, F>(
+    home: &std::path::Path,
+    work: impl FnOnce(cmdop_client::dial::NodeClient) -> F,
+) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = dial_local_node(home).await?;
+        work(client).await
+    })
+}
+
+/// A connection to the node running from `home`, as its own client.
+async fn dial_local_node(home: &std::path::Path) -> anyhow::Result<cmdop_client::dial::NodeClient> {
+    dial_local_node_within(home, std::time::Duration::from_secs(2)).await
+}
+
+/// As [`dial_local_node`], giving up after `timeout`.
+async fn dial_local_node_within(
+    home: &std::path::Path,
+    timeout: std::time::Duration,
+) -> anyhow::Result<cmdop_client::dial::NodeClient> {
     use cmdop_client::dial::{Dialer, Target};
     let config = cmdop_client::home::load_config(home)?;
     let port = config.node.listen.port();
@@ -159,31 +218,91 @@ fn close_revoked_connections(
         home,
         cmdop_client::home::CLIENT_IDENTITY,
     )?);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let dialer = Dialer::new(
-            identity,
-            home.join("known_nodes"),
-            std::time::Duration::from_secs(2),
-        )?;
-        let target = Target {
-            name: "this node".into(),
-            addr: format!("127.0.0.1:{port}"),
-        };
-        let mut client = dialer.connect(&target, None).await?;
-        let reply = client
-            .call(cmdop_proto::Revoke {
-                fingerprint: fingerprint.clone(),
-            })
-            .await;
-        client.close().await;
-        Ok(reply?)
-    })
+    let dialer = Dialer::new(identity, home.join("known_nodes"), timeout)?;
+    let target = Target {
+        name: "this node".into(),
+        addr: format!("127.0.0.1:{port}"),
+    };
+    Ok(dialer.connect(&target, None).await?)
 }
 
-fn serve(home: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+/// How long `upgrade` waits for the node to serve again.
+const UPGRADE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How long each attempt to reach the upgraded node may take.
+const UPGRADE_POLL: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// `cmdop-node upgrade`: asks the running node to upgrade in place and reports the outcome.
+fn upgrade(home: &std::path::Path) -> anyhow::Result<()> {
+    let plan = on_local_node(home, |mut client| async move {
+        let plan = client
+            .call(cmdop_proto::Upgrade)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The node closes every connection as it stops serving: ask for the outcome after.
+        let _ = tokio::time::timeout(UPGRADE_PATIENCE, client.closed()).await;
+        Ok(plan)
+    })
+    .context("the upgrade did not start")?;
+    eprintln!(
+        "upgrading cmdop-node {} to {} ({})...",
+        plan.from_version, plan.to_version, plan.exe
+    );
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(await_outcome(home, plan.generation))?;
+    match outcome.error {
+        None => {
+            println!(
+                "upgraded cmdop-node {} to {}: paused {} ms, {} sessions kept",
+                outcome.from_version, outcome.to_version, outcome.paused_ms, outcome.sessions
+            );
+            Ok(())
+        }
+        Some(error) => anyhow::bail!(
+            "{error}; cmdop-node {} resumed after {} ms with {} sessions",
+            outcome.to_version,
+            outcome.paused_ms,
+            outcome.sessions
+        ),
+    }
+}
+
+/// Asks the node for its last upgrade until it reports upgrade `generation`.
+async fn await_outcome(
+    home: &std::path::Path,
+    generation: u64,
+) -> anyhow::Result<cmdop_proto::UpgradeOutcome> {
+    let deadline = tokio::time::Instant::now() + UPGRADE_PATIENCE;
+    // The node closed the connection a few milliseconds before it executes the new binary.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    loop {
+        // A dial that reached the old process just before it executed the new binary is lost
+        // with it: try again soon rather than wait for QUIC to resend.
+        if let Ok(mut client) = dial_local_node_within(home, UPGRADE_POLL).await {
+            let last = client.call(cmdop_proto::LastUpgrade).await;
+            client.close().await;
+            if let Ok(Some(outcome)) = last {
+                if outcome.generation >= generation {
+                    return Ok(outcome);
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "the node did not report the upgrade within {UPGRADE_PATIENCE:?}; look at its log"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn serve(
+    home: std::path::PathBuf,
+    listen: Option<SocketAddr>,
+    handed: Option<Handed>,
+) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -203,6 +322,12 @@ fn serve(home: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
             )
         })?,
     };
+    let options = NodeOptions {
+        home: home.clone(),
+        listen,
+        config,
+        reexec: Arc::new(NativeReexec::from_process()),
+    };
     // One thread serves every session, as tmux's server does: a keystroke wakes one thread,
     // not one per hop. A screen caught up from a long backlog goes to tokio's blocking pool;
     // what stays on this thread must stay short (a fork for a new session, a bounded parse).
@@ -211,31 +336,59 @@ fn serve(home: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let node = Node::bind(NodeOptions { home: home.clone(), listen, config }, Arc::new(NativePty))?;
+        let node = match handed {
+            Some(handed) => take_over(options, handed)?,
+            None => Node::bind(options, Arc::new(NativePty))?,
+        };
         let addr = node.local_addr()?;
         tracing::info!(%addr, fingerprint = %node.identity.fingerprint(), home = %home.display(), "cmdop-node listening");
         let shutdown = CancellationToken::new();
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::user_defined2()),
-            ) else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = term.recv() => break,
-                    _ = int.recv() => break,
-                    // nginx's upgrade signal: without a handler it would end every session.
-                    _ = usr2.recv() => tracing::warn!("SIGUSR2 asks for an upgrade in place, which this node cannot do yet; ignored (restarting the node ends its sessions)"),
-                }
-            }
-            signals.cancel();
-        });
+        tokio::spawn(handle_signals(node.clone(), shutdown.clone()));
         node.run(shutdown).await;
         Ok::<_, anyhow::Error>(())
     })
+}
+
+/// Rebuilds the node from what an upgrade in place handed down; a state this binary cannot
+/// read goes back to the binary that wrote it (this call then does not return).
+fn take_over(options: NodeOptions, mut handed: Handed) -> anyhow::Result<Arc<Node>> {
+    match handed.read() {
+        Ok(state) => {
+            let failure = handed.failure.take();
+            Node::resume(options, Arc::new(NativePty), state, failure)
+        }
+        Err(e) => {
+            let reason = format!(
+                "cmdop-node {} cannot take the node over: {e}",
+                cmdop_node::upgrade::VERSION
+            );
+            tracing::error!("{reason}; returning to the previous binary");
+            let back = handed.give_back(&reason);
+            anyhow::bail!("{reason}, and cannot return to the previous binary ({back}): the sessions are lost")
+        }
+    }
+}
+
+/// SIGTERM and SIGINT shut the node down; SIGUSR2 upgrades it in place.
+async fn handle_signals(node: Arc<Node>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        tracing::error!("cannot handle signals; stop the node with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = usr2.recv() => match cmdop_node::upgrade::prepare(&node).await {
+                Ok(plan) => cmdop_node::upgrade::start(&node, plan),
+                Err(e) => tracing::error!("SIGUSR2: not upgrading: {}", e.message),
+            },
+        }
+    }
+    shutdown.cancel();
 }

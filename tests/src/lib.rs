@@ -198,6 +198,17 @@ impl NodeProcess {
 
     /// Starts a node for `home` with its existing config and extra environment variables.
     pub fn spawn_with_env(home: &Home, port: u16, env: &[(&str, &str)]) -> NodeProcess {
+        Self::spawn_binary(home, port, &bin("cmdop-node"), env)
+    }
+
+    /// Starts the node binary `exe` for `home` with its existing config and extra environment
+    /// variables.
+    pub fn spawn_binary(
+        home: &Home,
+        port: u16,
+        exe: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let log = home.path.join("node.log");
         let starts_before = std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -208,7 +219,7 @@ impl NodeProcess {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(bin("cmdop-node"))
+        let child = Command::new(exe)
             .env("CMDOP_HOME", &home.path)
             .env("SHELL", "/bin/sh")
             .env("RUST_LOG", "info")

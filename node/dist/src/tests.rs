@@ -99,13 +99,13 @@ fn unit(name: &str) -> BTreeMap<String, BTreeMap<String, String>> {
     unit_settings(&std::fs::read_to_string(&path).unwrap())
 }
 
-/// What both units must say: run the node in the foreground, restart it on failure, no reload
-/// (upgrading in place is not built: a reload must not pretend to keep sessions), log to the
-/// journal, and no option that would sandbox the sessions' shells.
+/// What both units must say: run the node in the foreground, restart it on failure, reload by
+/// SIGUSR2 (an upgrade in place that keeps every session), log to the journal, and no option
+/// that would sandbox the sessions' shells.
 fn assert_common(name: &str, units: &BTreeMap<String, BTreeMap<String, String>>) {
     let service = &units["Service"];
     assert_eq!(service["ExecStart"], "/usr/bin/cmdop-node run", "{name}");
-    assert!(!service.contains_key("ExecReload"), "{name}");
+    assert_eq!(service["ExecReload"], "/bin/kill -USR2 $MAINPID", "{name}");
     assert_eq!(service["Restart"], "on-failure", "{name}");
     assert_eq!(service["StandardError"], "journal", "{name}");
     for sandbox in [

@@ -37,6 +37,8 @@ pub mod close_code {
     pub const SHUTDOWN: u32 = 4;
     /// A configured limit was exceeded.
     pub const LIMIT: u32 = 5;
+    /// The node is re-executing itself (an upgrade in place): reconnect, the sessions stay.
+    pub const UPGRADING: u32 = 6;
 }
 
 /// First frame on the control stream.
@@ -133,6 +135,47 @@ pub struct DestroyIdle {
 pub struct Revoke {
     /// The revoked key.
     pub fingerprint: Fingerprint,
+}
+
+/// Re-execute the node's binary in place, keeping every session (`cmdop-node upgrade`). Only
+/// the client identity in the node's own `CMDOP_HOME` may ask. The reply comes once the new
+/// binary passed its dry run; the connection then closes with [`close_code::UPGRADING`], and
+/// [`LastUpgrade`] on a new connection tells how it went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upgrade;
+
+/// What an accepted [`Upgrade`] is about to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradePlan {
+    /// The number the upgrade's [`UpgradeOutcome`] will carry.
+    pub generation: u64,
+    /// The running version.
+    pub from_version: String,
+    /// The version the new binary reported in its dry run.
+    pub to_version: String,
+    /// The binary executed.
+    pub exe: String,
+}
+
+/// How the node's last upgrade in place went, if it had one since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastUpgrade;
+
+/// The outcome of an upgrade in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeOutcome {
+    /// Counts the upgrades since the node was started.
+    pub generation: u64,
+    /// The version that was running.
+    pub from_version: String,
+    /// The version running now (the old one again after a failure).
+    pub to_version: String,
+    /// How long the node served nothing (quiesce to serving again).
+    pub paused_ms: u64,
+    /// Sessions carried over.
+    pub sessions: u32,
+    /// Why the new binary was not kept, if it was not.
+    pub error: Option<String>,
 }
 
 /// Write bytes to a session's PTY, as if typed.
@@ -275,6 +318,10 @@ pub enum Request {
     TriggerLogs(TriggerLogs),
     /// See [`RemoveTrigger`].
     RemoveTrigger(RemoveTrigger),
+    /// See [`Upgrade`].
+    Upgrade(Upgrade),
+    /// See [`LastUpgrade`].
+    LastUpgrade(LastUpgrade),
 }
 
 /// The node's answer to a [`Request`].
@@ -310,6 +357,10 @@ pub enum Reply {
     TriggerRuns(Vec<RunInfo>),
     /// A run's output (after TriggerLogs).
     TriggerLog(TriggerLog),
+    /// The upgrade is under way (after Upgrade).
+    Upgrading(UpgradePlan),
+    /// The last upgrade's outcome (after LastUpgrade).
+    LastUpgrade(Option<UpgradeOutcome>),
     /// The request failed; the connection stays usable.
     Error(ErrorReply),
 }
@@ -363,6 +414,8 @@ calls! {
     TriggerHistory => TriggerRuns(Vec<RunInfo>),
     TriggerLogs => TriggerLog(TriggerLog),
     RemoveTrigger => Trigger(Box<TriggerInfo>),
+    Upgrade => Upgrading(UpgradePlan),
+    LastUpgrade => LastUpgrade(Option<UpgradeOutcome>),
 }
 
 impl Call for SendInput {

@@ -161,7 +161,7 @@ impl Resync {
 /// ([`crate::AttachRequest::input_stream`]). A holder resuming its own stream resends what was
 /// not acknowledged, and what was applied already is dropped; a holder of another stream is told
 /// to number its input from [`InputLedger::next_seq`] on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InputLedger {
     /// The stream that typed last (0 before any interactive attachment).
     stream: u64,

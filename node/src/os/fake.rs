@@ -12,7 +12,7 @@
 //!
 //! A hang-up makes the program exit with 129, as a shell does; a kill, with 137.
 
-use crate::os::{Child, PtySpawner, SpawnSpec, SpawnedPty, Terminal};
+use crate::os::{Child, PtyHandover, PtySpawner, SpawnSpec, SpawnedPty, Terminal};
 use cmdop_proto::WinSize;
 use std::collections::VecDeque;
 use std::io;
@@ -73,13 +73,17 @@ impl PtySpawner for FakePty {
             typed,
         }));
         programs.push(program.clone());
-        Ok(SpawnedPty {
-            reader: Box::pin(program.clone()),
-            writer: Box::pin(program.clone()),
-            terminal: Box::new(program.clone()),
-            child: Box::new(program),
-            pid: Some(pid),
-        })
+        Ok(program.spawned())
+    }
+
+    /// Finds the program by pid (its fake descriptor is its pid too).
+    fn adopt(&self, handover: PtyHandover) -> io::Result<SpawnedPty> {
+        let program = self
+            .programs()
+            .into_iter()
+            .find(|p| p.pid() == handover.pid && handover.fd == handover.pid as i32)
+            .ok_or_else(|| io::Error::other("no such fake program"))?;
+        Ok(program.spawned())
     }
 }
 
@@ -115,6 +119,17 @@ struct State {
 }
 
 impl FakeProgram {
+    /// The program as the session holds it.
+    fn spawned(&self) -> SpawnedPty {
+        SpawnedPty {
+            reader: Box::pin(self.clone()),
+            writer: Box::pin(self.clone()),
+            terminal: Box::new(self.clone()),
+            child: Box::new(self.clone()),
+            pid: Some(self.pid()),
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -273,6 +288,10 @@ impl Terminal for FakeProgram {
 
     fn foreground_cwd(&self) -> Option<String> {
         None
+    }
+
+    fn hand_over(&self) -> io::Result<i32> {
+        Ok(self.pid() as i32)
     }
 }
 

@@ -54,6 +54,18 @@ pub trait Terminal: Send {
     fn resize(&self, size: WinSize) -> io::Result<()>;
     /// The working directory of the process group in the PTY's foreground, if known.
     fn foreground_cwd(&self) -> Option<String>;
+    /// The PTY master's descriptor number, for an upgrade in place to keep open across
+    /// `execve` and name to the next binary.
+    fn hand_over(&self) -> io::Result<i32>;
+}
+
+/// A PTY handed down across an upgrade in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtyHandover {
+    /// The master's descriptor number, open in this process.
+    pub fd: i32,
+    /// The program on it (a child of this process).
+    pub pid: u32,
 }
 
 /// The program started on a PTY, with its process group.
@@ -74,4 +86,6 @@ pub trait Child: Send {
 pub trait PtySpawner: Send + Sync {
     /// Starts `spec` on a new PTY. Runs inside the tokio runtime (the PTY registers with it).
     fn spawn(&self, spec: &SpawnSpec) -> io::Result<SpawnedPty>;
+    /// Takes over a PTY a previous binary of this process handed down. Runs inside the runtime.
+    fn adopt(&self, handover: PtyHandover) -> io::Result<SpawnedPty>;
 }

@@ -5,11 +5,11 @@
 //! foreground process group, waits for the program and signals its group; working directories
 //! are read from `/proc` (Linux; elsewhere they are unknown).
 
-use crate::os::{Child, PtySpawner, SpawnSpec, SpawnedPty, Terminal};
+use crate::os::{Child, PtyHandover, PtySpawner, SpawnSpec, SpawnedPty, Terminal};
 use cmdop_proto::WinSize;
 use rustix::process::{kill_process_group, waitpid, Pid, Signal, WaitOptions};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -51,6 +51,17 @@ impl PtySpawner for NativePty {
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let master = rustix::io::fcntl_dupfd_cloexec(borrowed, 0)?;
         adopt(master, pid)
+    }
+
+    fn adopt(&self, handover: PtyHandover) -> io::Result<SpawnedPty> {
+        if handover.fd < 0 {
+            return Err(io::Error::other("not a descriptor"));
+        }
+        // SAFETY: the previous binary of this process kept `fd` open across execve for us and
+        // names it nowhere else; from here on this `OwnedFd` is its only owner.
+        let master = unsafe { OwnedFd::from_raw_fd(handover.fd) };
+        rustix::io::fcntl_setfd(&master, rustix::io::FdFlags::CLOEXEC)?;
+        adopt(master, handover.pid)
     }
 }
 
@@ -154,6 +165,10 @@ impl Terminal for NativeTerminal {
     fn foreground_cwd(&self) -> Option<String> {
         let group = rustix::termios::tcgetpgrp(self.0.get_ref().as_fd()).ok()?;
         process_cwd(group.as_raw_nonzero().get().unsigned_abs())
+    }
+
+    fn hand_over(&self) -> io::Result<i32> {
+        Ok(self.0.get_ref().as_raw_fd())
     }
 }
 

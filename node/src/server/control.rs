@@ -47,9 +47,19 @@ pub async fn serve<S: FrameSink, R: FrameSource>(
             Ok(None) | Err(RecvError::Stream(_)) => return,
             Err(RecvError::Frame(e)) => return on_malformed(&e),
         };
+        let mut upgrade = None;
         let reply = match (requester.admission, &request) {
             (Admission::Client, Request::Revoke(revoke)) => {
                 close_revoked(node, &requester.fingerprint, &revoke.fingerprint)
+            }
+            (Admission::Client, Request::Upgrade(_)) => {
+                match prepare_upgrade(node, &requester.fingerprint).await {
+                    Ok(plan) => {
+                        upgrade = Some(plan.clone());
+                        Reply::Upgrading(plan)
+                    }
+                    Err(e) => Reply::Error(e),
+                }
             }
             (Admission::Client, _) => handle(node, request).await,
             (Admission::MigratingNode, Request::Restore(_)) if restores_left > 0 => {
@@ -67,7 +77,28 @@ pub async fn serve<S: FrameSink, R: FrameSource>(
         if send.send(&reply).await.is_err() {
             return;
         }
+        // The plan is on its way to the client before the upgrade closes its connection.
+        if let Some(plan) = upgrade {
+            crate::upgrade::start(node, plan);
+        }
     }
+}
+
+/// Prepares an upgrade in place, if `requester` is the node's own client.
+async fn prepare_upgrade(
+    node: &Node,
+    requester: &Fingerprint,
+) -> Result<cmdop_proto::UpgradePlan, ErrorReply> {
+    if *requester != node.local_client {
+        return Err(ErrorReply {
+            kind: ErrorKind::Unauthorized,
+            message: format!(
+                "only the client identity in {}'s own CMDOP_HOME may upgrade the node; run 'cmdop-node upgrade' there",
+                node.host
+            ),
+        });
+    }
+    crate::upgrade::prepare(node).await
 }
 
 /// Answers one control request.
@@ -98,10 +129,12 @@ pub async fn handle(node: &Node, request: Request) -> Reply {
         Request::DestroyIdle(DestroyIdle { idle_ms }) => Ok(Reply::Destroyed(
             registry.destroy_idle(Duration::from_millis(idle_ms), now_ms()),
         )),
+        Request::LastUpgrade(_) => Ok(Reply::LastUpgrade(node.upgrades.last())),
         // Answered in `serve`, which knows who asks.
-        Request::Revoke(_) => Err(ErrorReply {
+        Request::Revoke(_) | Request::Upgrade(_) => Err(ErrorReply {
             kind: ErrorKind::Unauthorized,
-            message: "revocations are only taken from the node's own client identity".into(),
+            message: "revocations and upgrades are only taken from the node's own client identity"
+                .into(),
         }),
         Request::SendInput(SendInput { session, data }) => {
             send_input(registry, session, data).await

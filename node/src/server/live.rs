@@ -67,4 +67,13 @@ impl LiveConnections {
         }
         closed
     }
+
+    /// Closes every admitted connection with `code` and `reason`; returns how many.
+    pub fn close_all(&self, code: u32, reason: &[u8]) -> u32 {
+        let connections = self.map();
+        for (_, connection) in connections.values() {
+            connection.close(code.into(), reason);
+        }
+        connections.len() as u32
+    }
 }

@@ -27,6 +27,10 @@ use crate::server::live::{LiveConnections, LiveGuard};
 use crate::session::admission::Peer;
 use crate::session::now_ms;
 use crate::session::registry::Registry;
+use crate::session::Session;
+use crate::upgrade::reexec::Reexec;
+use crate::upgrade::state::NodeState;
+use crate::upgrade::Upgrades;
 use anyhow::Context;
 use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
 use cmdop_client::home::{host_name, CLIENT_IDENTITY, NODE_IDENTITY};
@@ -75,6 +79,10 @@ pub struct Node {
     pub(crate) live: Arc<LiveConnections>,
     /// Scheduled commands ([`crate::trigger`]).
     pub triggers: Arc<crate::trigger::Triggers>,
+    /// A copy of the endpoint's UDP socket, for an upgrade in place to hand down.
+    pub(crate) socket: std::net::UdpSocket,
+    /// Upgrades in place ([`crate::upgrade`]).
+    pub upgrades: Upgrades,
 }
 
 /// Counts a handshake in progress for as long as it lives.
@@ -101,6 +109,8 @@ pub struct NodeOptions {
     pub listen: SocketAddr,
     /// The loaded config.
     pub config: Config,
+    /// How to execute the next binary in an upgrade in place.
+    pub reexec: Arc<dyn Reexec>,
 }
 
 /// What an admitted connection may do.
@@ -119,6 +129,67 @@ fn refuse(kind: ErrorKind, message: String) -> HelloReply {
 impl Node {
     /// Loads identities and binds the UDP socket.
     pub fn bind(options: NodeOptions, spawner: Arc<dyn PtySpawner>) -> anyhow::Result<Arc<Node>> {
+        let socket = std::net::UdpSocket::bind(options.listen).with_context(|| {
+            format!(
+                "cannot listen on UDP {}; is another cmdop-node running? (choose another with --listen)",
+                options.listen
+            )
+        })?;
+        let upgrades = Upgrades::new(options.reexec.clone(), 0, None);
+        Node::on_socket(options, spawner, socket, upgrades)
+    }
+
+    /// Takes up what an upgrade in place handed down: the UDP socket and every session, around
+    /// the same PTYs and programs. `failure` says why the new binary gave the state back, if it
+    /// did (this is the old binary again).
+    pub fn resume(
+        options: NodeOptions,
+        spawner: Arc<dyn PtySpawner>,
+        state: NodeState,
+        failure: Option<String>,
+    ) -> anyhow::Result<Arc<Node>> {
+        let socket = crate::upgrade::reexec::inherited_socket(state.socket_fd)
+            .context("the UDP socket handed down by the upgrade is not open")?;
+        let upgrades = Upgrades::new(options.reexec.clone(), state.generation, None);
+        let node = Node::on_socket(options, spawner.clone(), socket, upgrades)?;
+        let mut adopted = 0;
+        for session in state.sessions.iter().cloned() {
+            let id = session.id;
+            let handover = crate::os::PtyHandover {
+                fd: session.pty_fd,
+                pid: session.pid.unwrap_or(0),
+            };
+            match spawner.adopt(handover) {
+                Ok(spawned) => {
+                    node.registry.adopt(Session::adopt(session, spawned));
+                    adopted += 1;
+                }
+                Err(e) => tracing::error!(session = %id, "cannot take the session's PTY over: {e}"),
+            }
+        }
+        let outcome = crate::upgrade::outcome(&state, adopted, failure);
+        match &outcome.error {
+            None => {
+                tracing::info!(from = %outcome.from_version, to = %outcome.to_version, paused_ms = outcome.paused_ms, sessions = adopted, "upgraded in place")
+            }
+            Some(e) => tracing::error!(
+                paused_ms = outcome.paused_ms,
+                sessions = adopted,
+                "upgrade in place failed, resumed version {}: {e}",
+                outcome.to_version
+            ),
+        }
+        node.upgrades.record(outcome);
+        Ok(node)
+    }
+
+    /// A node serving on `socket`.
+    fn on_socket(
+        options: NodeOptions,
+        spawner: Arc<dyn PtySpawner>,
+        socket: std::net::UdpSocket,
+        upgrades: Upgrades,
+    ) -> anyhow::Result<Arc<Node>> {
         let identity = Identity::load_or_create(&options.home, NODE_IDENTITY)?;
         let tickets_dir = options.home.join("migration-tickets");
         cmdop_certs::files::ensure_private_dir(&tickets_dir)
@@ -127,12 +198,9 @@ impl Node {
             .fingerprint()
             .clone();
         let server = server_config(&identity)?;
-        let socket = std::net::UdpSocket::bind(options.listen).with_context(|| {
-            format!(
-                "cannot listen on UDP {}; is another cmdop-node running? (choose another with --listen)",
-                options.listen
-            )
-        })?;
+        let kept = socket
+            .try_clone()
+            .context("cannot keep a copy of the UDP socket")?;
         let endpoint = quinn::Endpoint::new(
             node_endpoint_config(&identity),
             Some(server),
@@ -166,6 +234,8 @@ impl Node {
             max_frame,
             endpoint,
             live: Arc::default(),
+            socket: kept,
+            upgrades,
         }))
     }
 
@@ -188,10 +258,13 @@ impl Node {
         let handshakes = Arc::new(AtomicUsize::new(0));
         let mut refused_handshakes = 0u64;
         let mut last_refusal_log = None;
+        let mut upgrades = self.upgrades.take_started();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                // Returns only if the upgrade failed: serve on.
+                Some(plan) = recv_upgrade(&mut upgrades) => crate::upgrade::perform(&self, plan).await,
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
                     // Unauthenticated peers cost state until their handshake ends: cap them, so a
@@ -422,6 +495,16 @@ impl Node {
                 None,
             ),
         }
+    }
+}
+
+/// The next upgrade started, if the node takes them.
+async fn recv_upgrade(
+    upgrades: &mut Option<tokio::sync::mpsc::UnboundedReceiver<cmdop_proto::UpgradePlan>>,
+) -> Option<cmdop_proto::UpgradePlan> {
+    match upgrades {
+        Some(upgrades) => upgrades.recv().await,
+        None => std::future::pending().await,
     }
 }
 

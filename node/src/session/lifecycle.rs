@@ -10,7 +10,7 @@
 use cmdop_proto::SessionState;
 
 /// A session's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Lifecycle {
     /// The program runs. `drained`: its PTY output already ended (its exit is on its way).
     Running {

@@ -17,6 +17,7 @@
 
 pub mod admission;
 pub mod expiry;
+pub(crate) mod handover;
 pub mod lifecycle;
 pub mod registry;
 pub mod ringbuf;
@@ -36,6 +37,7 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Milliseconds since the Unix epoch, now.
@@ -102,6 +104,62 @@ pub struct Session {
     terminal: Mutex<Box<dyn Terminal>>,
     /// The program until it has been reaped.
     child: Mutex<Option<Box<dyn Child>>>,
+    /// The PTY's reader and writer tasks (an upgrade stops them and hands the PTY over).
+    io: Mutex<Option<PtyIo>>,
+}
+
+/// How a session's PTY stands when the session is assembled: as new, or as an upgrade in place
+/// handed it down.
+struct Carry {
+    /// Typed but not written to the PTY yet.
+    pending_input: Vec<u8>,
+    /// The PTY's output has not ended.
+    reading: bool,
+    /// The PTY still takes input.
+    writing: bool,
+    /// The program has not been reaped.
+    child_running: bool,
+}
+
+impl Carry {
+    fn fresh() -> Carry {
+        Carry {
+            pending_input: Vec::new(),
+            reading: true,
+            writing: true,
+            child_running: true,
+        }
+    }
+}
+
+/// What a session is, beyond its state: fixed at its start.
+struct About {
+    id: Uuid,
+    host: String,
+    shell: String,
+    start_cwd: String,
+    env: Vec<(String, String)>,
+    created_ms: u64,
+}
+
+/// The PTY's output, as the reader task reads it.
+type PtyReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// The running reader and writer tasks of a session's PTY, and what stops them.
+struct PtyIo {
+    halt: CancellationToken,
+    /// Ends with the reader when halted, with None when the PTY's output ended.
+    reader: Option<tokio::task::JoinHandle<Option<PtyReader>>>,
+    /// Ends with the writer when halted, with None when the PTY stopped taking input.
+    writer: Option<tokio::task::JoinHandle<Option<HaltedWriter>>>,
+}
+
+/// A stopped writer task: the PTY's input side, the queue of keystrokes, and the bytes taken
+/// from the queue but not written yet.
+struct HaltedWriter {
+    writer: Pin<Box<dyn AsyncWrite + Send>>,
+    input: mpsc::Receiver<Vec<u8>>,
+    pending: Vec<u8>,
 }
 
 impl std::fmt::Debug for Session {
@@ -112,6 +170,9 @@ impl std::fmt::Debug for Session {
             .finish()
     }
 }
+
+/// Keystroke batches queued for the PTY before typing waits.
+const INPUT_QUEUE: usize = 64;
 
 /// How much a reader task reads at once, into its worker thread's buffer (one per thread, not
 /// per session).
@@ -148,6 +209,41 @@ impl Session {
         ring_capacity: usize,
         preload: &[u8],
     ) -> Arc<Session> {
+        let mut ring = RingBuffer::new(ring_capacity);
+        ring.push(preload);
+        let now = now_ms();
+        let about = About {
+            id: Uuid::now_v7(),
+            host,
+            shell: spec.program.clone(),
+            start_cwd: spec.cwd.clone(),
+            env: spec.env.clone(),
+            created_ms: now,
+        };
+        let core = SessionCore {
+            name,
+            ring,
+            size: spec.size,
+            lifecycle: Lifecycle::default(),
+            last_active_ms: now,
+            marked_attached: false,
+            live_attachments: 0,
+            holder: None,
+            input: InputLedger::new(),
+        };
+        // A restored scrollback is parsed when the screen is first needed.
+        let screen = SessionScreen::new(spec.size, 0);
+        Session::assemble(about, core, screen, spawned, Carry::fresh())
+    }
+
+    /// A session from its parts, its reader and writer tasks running.
+    fn assemble(
+        about: About,
+        core: SessionCore,
+        screen: SessionScreen,
+        spawned: SpawnedPty,
+        carry: Carry,
+    ) -> Arc<Session> {
         let SpawnedPty {
             reader,
             writer,
@@ -155,42 +251,48 @@ impl Session {
             child,
             pid,
         } = spawned;
-        let mut ring = RingBuffer::new(ring_capacity);
-        ring.push(preload);
-        let now = now_ms();
-        // A restored scrollback is parsed when the screen is first needed.
-        let screen = SessionScreen::new(spec.size, 0);
         let (changed, _) = watch::channel(0);
-        let (input, input_rx) = mpsc::channel::<Vec<u8>>(64);
+        let (input, input_rx) = mpsc::channel::<Vec<u8>>(INPUT_QUEUE);
         let session = Arc::new(Session {
-            id: Uuid::now_v7(),
-            host,
-            shell: spec.program.clone(),
-            start_cwd: spec.cwd.clone(),
-            env: spec.env.clone(),
-            created_ms: now,
+            id: about.id,
+            host: about.host,
+            shell: about.shell,
+            start_cwd: about.start_cwd,
+            env: about.env,
+            created_ms: about.created_ms,
             pid,
-            core: Mutex::new(SessionCore {
-                name,
-                ring,
-                size: spec.size,
-                lifecycle: Lifecycle::default(),
-                last_active_ms: now,
-                marked_attached: false,
-                live_attachments: 0,
-                holder: None,
-                input: InputLedger::new(),
-            }),
+            core: Mutex::new(core),
             screen: Mutex::new(screen),
             warming: std::sync::atomic::AtomicBool::new(false),
             changed,
             input,
             terminal: Mutex::new(terminal),
-            child: Mutex::new(Some(child)),
+            child: Mutex::new(carry.child_running.then_some(child)),
+            io: Mutex::new(None),
         });
-        tokio::spawn(read_output(reader, Arc::downgrade(&session)));
-        tokio::spawn(write_input(writer, input_rx));
+        let writer = HaltedWriter {
+            writer,
+            input: input_rx,
+            pending: carry.pending_input,
+        };
+        session.run_io(
+            carry.reading.then_some(reader),
+            carry.writing.then_some(writer),
+        );
         session
+    }
+
+    /// Starts the PTY's reader and writer tasks (those given).
+    fn run_io(self: &Arc<Self>, reader: Option<PtyReader>, writer: Option<HaltedWriter>) {
+        let halt = CancellationToken::new();
+        let reader = reader
+            .map(|reader| tokio::spawn(read_output(reader, Arc::downgrade(self), halt.clone())));
+        let writer = writer.map(|w| tokio::spawn(write_input(w, halt.clone())));
+        *self.io.lock().unwrap_or_else(|p| p.into_inner()) = Some(PtyIo {
+            halt,
+            reader,
+            writer,
+        });
     }
 
     /// Records the program's exit if it has exited (reaping it). Called on SIGCHLD for every
@@ -446,14 +548,21 @@ impl Session {
     }
 }
 
-/// The reader task: PTY output into the ringbuffer until the PTY's output ends. A while after
-/// the last output of a session nobody watches it lets the screen model sleep (a watched one
-/// is put to sleep when its last viewer leaves).
-async fn read_output(mut reader: Pin<Box<dyn AsyncRead + Send>>, session: Weak<Session>) {
+/// The reader task: PTY output into the ringbuffer until the PTY's output ends (None) or
+/// `halt` (the reader back). A while after the last output of a session nobody watches it lets
+/// the screen model sleep (a watched one is put to sleep when its last viewer leaves).
+async fn read_output(
+    mut reader: PtyReader,
+    session: Weak<Session>,
+    halt: CancellationToken,
+) -> Option<PtyReader> {
     let mut rest_at = None;
     loop {
         let read = std::future::poll_fn(|cx| read_some(reader.as_mut(), cx, &session));
         let read = tokio::select! {
+            biased;
+            // Output not read yet stays in the PTY for whoever takes it over.
+            _ = halt.cancelled() => return Some(reader),
             read = read => read,
             _ = sleep_until(rest_at) => {
                 rest_at = None;
@@ -474,6 +583,7 @@ async fn read_output(mut reader: Pin<Box<dyn AsyncRead + Send>>, session: Weak<S
         session.lock().lifecycle.drained();
         session.bump();
     }
+    None
 }
 
 /// Sleeps until `at` (forever when None).
@@ -505,14 +615,26 @@ fn read_some(
     })
 }
 
-/// The writer task: queued input into the PTY until the session or the PTY goes.
-async fn write_input(
-    mut writer: Pin<Box<dyn AsyncWrite + Send>>,
-    mut input: mpsc::Receiver<Vec<u8>>,
-) {
-    while let Some(bytes) = input.recv().await {
-        if writer.write_all(&bytes).await.is_err() {
-            break;
+/// The writer task: queued input into the PTY until the session or the PTY goes (None), or
+/// `halt` (the writer back, with what it had not written).
+async fn write_input(mut io: HaltedWriter, halt: CancellationToken) -> Option<HaltedWriter> {
+    loop {
+        while !io.pending.is_empty() {
+            // A write either happens or not: cancelling one loses nothing.
+            let written = tokio::select! {
+                biased;
+                _ = halt.cancelled() => return Some(io),
+                written = io.writer.write(&io.pending) => written,
+            };
+            match written {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => drop(io.pending.drain(..n)),
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = halt.cancelled() => return Some(io),
+            bytes = io.input.recv() => io.pending = bytes?,
         }
     }
 }

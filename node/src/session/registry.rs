@@ -208,6 +208,13 @@ impl Registry {
         self.map().values().cloned().collect()
     }
 
+    /// Takes in a session an upgrade in place handed down (its id is already unique here).
+    pub fn adopt(&self, session: Arc<Session>) {
+        self.map().insert(session.id, session.clone());
+        session.poll_exit();
+        self.changed.notify_one();
+    }
+
     /// Destroys a session: hangs up its processes and drops its scrollback.
     pub fn destroy(&self, id: Uuid) -> Result<(), ErrorReply> {
         let session = self.map().remove(&id).ok_or_else(|| self.not_found(id))?;
@@ -260,12 +267,14 @@ impl Registry {
                 }
             };
         loop {
+            // First for the exits no handler saw (before it was installed, as across an upgrade
+            // in place), then once per SIGCHLD.
+            self.poll_exits();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
                 signal = children.recv() => if signal.is_none() { return },
             }
-            self.poll_exits();
         }
     }
 

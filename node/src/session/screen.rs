@@ -169,6 +169,36 @@ impl SessionScreen {
         }
     }
 
+    /// The screen as it stands, without waking a sleeping model or catching up (an upgrade in
+    /// place hands it down as this).
+    pub fn export(&self) -> ScreenShot {
+        let (dump, size) = match &self.model {
+            Model::Awake(screen) => {
+                let (cols, rows) = screen.size();
+                (screen.dump(), WinSize { rows, cols })
+            }
+            Model::Asleep { dump, size } => (dump.clone(), *size),
+        };
+        ScreenShot {
+            offset: self.offset,
+            size,
+            dump,
+        }
+    }
+
+    /// A sleeping screen made from an [`SessionScreen::export`].
+    pub fn imported(shot: ScreenShot) -> Self {
+        SessionScreen {
+            model: Model::Asleep {
+                dump: shot.dump,
+                size: clamp(shot.size),
+            },
+            offset: shot.offset,
+            allowance: INLINE_BURST,
+            topped_up: Instant::now(),
+        }
+    }
+
     /// The screen model itself, for text views.
     pub fn screen(&mut self) -> &Screen {
         self.awake()

@@ -5,7 +5,8 @@
 //! - [`input`]: keystrokes applied once across a reconnect, a takeover and a stalled program;
 //! - [`output`]: the gap when a reader falls off the ringbuffer, the exit after the last output;
 //! - [`expiry`]: idle expiry on a clock the test moves;
-//! - [`trigger`]: the trigger service on a fake runner and a fake clock.
+//! - [`trigger`]: the trigger service on a fake runner and a fake clock;
+//! - [`upgrade`]: a session halted, written down and adopted again, as an upgrade in place does.
 //!
 //! Waits are on events (a frame, a byte typed, an output offset reached), never on sleeps; the
 //! timeouts only turn a hang into a failure.
@@ -17,6 +18,7 @@ mod expiry;
 mod input;
 mod output;
 mod trigger;
+mod upgrade;
 
 use crate::os::fake::{FakeProgram, FakePty};
 use crate::server::attach::{attach, OnMalformed};
@@ -49,6 +51,17 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
         Ok(value) => value,
         Err(_) => panic!("timed out waiting for {what}"),
     }
+}
+
+/// Waits until the session's ringbuffer has taken in `end` bytes.
+pub(super) async fn printed(session: &Session, end: u64) {
+    let mut changes = session.subscribe();
+    within("output", async {
+        while session.lock().ring.end() < end {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await;
 }
 
 /// A registry on fake PTYs.

@@ -9,17 +9,6 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
-/// Waits until the session's ringbuffer has taken in `end` bytes.
-async fn printed(session: &Session, end: u64) {
-    let mut changes = session.subscribe();
-    within("output", async {
-        while session.lock().ring.end() < end {
-            changes.changed().await.unwrap();
-        }
-    })
-    .await;
-}
-
 /// Reads output frames until an end frame; returns the bytes (checking they are contiguous
 /// from `offset`) and the end frame.
 async fn output_until_end(client: &mut Client, mut offset: u64) -> (Vec<u8>, AttachOutput) {

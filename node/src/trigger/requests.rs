@@ -101,6 +101,16 @@ impl Triggers {
     }
 
     async fn run_now(self: &Arc<Self>, name: &str) -> Result<Reply, ErrorReply> {
+        let _turn = self.turn.lock().await;
+        if self.is_held() {
+            return Err(ErrorReply {
+                kind: ErrorKind::Limit,
+                message: format!(
+                    "{} is upgrading in place; run '{name}' again in a moment",
+                    self.host
+                ),
+            });
+        }
         let (row, actions) = {
             let mut inner = self.lock();
             let (now, mono) = (self.now(), self.mono());

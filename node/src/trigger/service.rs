@@ -26,6 +26,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// How often a held driver looks again (a release wakes it sooner).
+const HELD_RECHECK_MS: u64 = 60_000;
+
 /// Most fire times a `show` returns.
 const MAX_FIRES: u32 = 100;
 
@@ -36,6 +39,10 @@ pub struct Triggers {
     runner: Arc<dyn Runner>,
     clock: Arc<dyn Clock>,
     wake: Notify,
+    /// No run starts while held (an upgrade in place is under way).
+    held: std::sync::atomic::AtomicBool,
+    /// Taken for each turn of the driver (poll, store, start), so a hold waits for one to end.
+    pub(crate) turn: tokio::sync::Mutex<()>,
     /// The node's host name, for messages.
     pub(crate) host: String,
 }
@@ -101,6 +108,8 @@ impl Triggers {
             runner,
             clock,
             wake: Notify::new(),
+            held: std::sync::atomic::AtomicBool::new(false),
+            turn: tokio::sync::Mutex::new(()),
             host,
         })
     }
@@ -137,15 +146,7 @@ impl Triggers {
             .collect();
         self.save(&names).await;
         loop {
-            let (now, mono) = (self.now(), self.clock.mono_ms());
-            let (actions, changed, wake_at) = {
-                let mut inner = self.lock();
-                let (actions, changed) = inner.scheduler.poll_at(now, mono);
-                (actions, changed, inner.scheduler.next_wakeup_at(now, mono))
-            };
-            // The fires' marks on disk first: a crash after a start must not run it again.
-            let failed = self.save(&changed).await;
-            self.apply_stored(actions, &failed);
+            let wake_at = self.turn().await;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -156,6 +157,62 @@ impl Triggers {
         self.stop_all();
         // What was queued reaches the disk before the node exits.
         self.flush().await;
+    }
+
+    /// One turn of the driver: polls the scheduler, stores what changed, starts the runs due
+    /// (nothing while held); returns when to poll again.
+    async fn turn(self: &Arc<Self>) -> u64 {
+        let _turn = self.turn.lock().await;
+        let (now, mono) = (self.now(), self.clock.mono_ms());
+        if self.is_held() {
+            // The release wakes the driver.
+            return mono.saturating_add(HELD_RECHECK_MS);
+        }
+        let (actions, changed, wake_at) = {
+            let mut inner = self.lock();
+            let (actions, changed) = inner.scheduler.poll_at(now, mono);
+            (actions, changed, inner.scheduler.next_wakeup_at(now, mono))
+        };
+        // The fires' marks on disk first: a crash after a start must not run it again.
+        let failed = self.save(&changed).await;
+        self.apply_stored(actions, &failed);
+        wake_at
+    }
+
+    /// Whether runs are held back (see [`Triggers::hold`]).
+    pub(crate) fn is_held(&self) -> bool {
+        self.held.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Holds every run back for an upgrade in place: waits for the driver's turn in progress,
+    /// then for every write queued. Refuses (and holds nothing) while runs are going: their
+    /// processes would not survive the upgrade.
+    pub async fn hold(&self) -> Result<(), String> {
+        self.held.store(true, std::sync::atomic::Ordering::Release);
+        let turn = self.turn.lock().await;
+        let going: Vec<String> = self
+            .lock()
+            .controls
+            .keys()
+            .map(|(name, run)| format!("{name} (run {run})"))
+            .collect();
+        drop(turn);
+        if !going.is_empty() {
+            self.release();
+            return Err(format!(
+                "trigger runs are in progress on {}: {}; upgrade once they end",
+                self.host,
+                going.join(", ")
+            ));
+        }
+        self.flush().await;
+        Ok(())
+    }
+
+    /// Lets runs start again after [`Triggers::hold`].
+    pub fn release(&self) {
+        self.held.store(false, std::sync::atomic::Ordering::Release);
+        self.wake();
     }
 
     /// Waits until every write queued so far is done.

@@ -14,3 +14,4 @@ mod soak;
 mod terminal;
 mod trigger;
 mod trust;
+mod upgrade;

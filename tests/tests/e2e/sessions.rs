@@ -284,24 +284,3 @@ fn sigterm_shuts_the_node_down_and_hangs_up_its_shells() {
         "shell {pid} survived the node's shutdown"
     );
 }
-
-#[test]
-fn sigusr2_leaves_the_node_and_its_sessions_running() {
-    let home = Home::new("usr2");
-    let mut node = NodeProcess::start(&home, free_port(), "");
-    home.cmdop(&["session", "create", "local", "--name", "kept"])
-        .ok();
-    home.cmdop(&["session", "send", "kept", "echo kept-$((6*7))\\n"])
-        .ok();
-    // SAFETY: kill(2) with a valid signal on the node's own pid.
-    assert_eq!(unsafe { libc::kill(node.pid() as i32, libc::SIGUSR2) }, 0);
-    assert!(wait_until(Duration::from_secs(5), || node
-        .log_text()
-        .contains("SIGUSR2")));
-    assert!(node.is_running(), "SIGUSR2 ended the node");
-    assert!(wait_until(Duration::from_secs(5), || {
-        home.cmdop(&["session", "show", "kept", "--tail", "5"])
-            .ok()
-            .contains("kept-42")
-    }));
-}

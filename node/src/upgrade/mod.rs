@@ -1,0 +1,267 @@
+//! Upgrading the node in place: the binary is executed again (`execve`, same pid) and every
+//! session carries on, its shell still running on the same PTY.
+//!
+//! `cmdop-node upgrade` ([`cmdop_proto::Upgrade`]) and SIGUSR2 both come here:
+//! 1. [`prepare`]: one upgrade at a time; the binary now at the node's path runs dry
+//!    ([`reexec::CHECK_COMMAND`]): it must read a preview of the state and name its version.
+//!    Nothing has stopped yet, so a binary that fails here costs nothing;
+//! 2. [`perform`], on the node's run loop (which accepts nothing meanwhile): trigger runs are
+//!    held back ([`crate::trigger::Triggers::hold`]; an upgrade is refused while runs are going),
+//!    every session's PTY tasks stop with nothing lost ([`crate::session::Session::halt_io`]),
+//!    every connection is closed with [`close_code::UPGRADING`] (clients reconnect by themselves
+//!    and resync by offset, as after roaming);
+//! 3. the state ([`state::NodeState`]: sessions, rings, screens, deadlines, keystrokes not yet
+//!    written) goes to a memfd and the binary is executed with the PTY masters, the UDP socket,
+//!    the memfd and a descriptor on the old binary kept open ([`reexec`]);
+//! 4. the new binary rebuilds the node ([`crate::server::Node::resume`]) and serves again; the
+//!    outcome (versions, pause, sessions) answers [`cmdop_proto::LastUpgrade`].
+//!
+//! If `execve` fails, everything is started again in this process. If the new binary starts but
+//! cannot read the state, it executes the old binary again with the same state and the reason
+//! ([`reexec::Handed::give_back`]), which resumes and reports the failure.
+
+pub mod reexec;
+pub mod state;
+
+use crate::server::Node;
+use crate::session::handover::HaltedIo;
+use crate::session::Session;
+use cmdop_proto::{close_code, ErrorKind, ErrorReply, UpgradeOutcome, UpgradePlan};
+use reexec::Reexec;
+use state::{NodeState, SessionState};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// This binary's version, as upgrades report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How long the close frames get to leave before `execve`.
+const CLOSE_GRACE: Duration = Duration::from_millis(5);
+
+/// The node's upgrades in place: how to execute the next binary, and how the last one went.
+pub struct Upgrades {
+    reexec: Arc<dyn Reexec>,
+    /// Upgrades in place since the node started.
+    generation: u64,
+    last: Mutex<Option<UpgradeOutcome>>,
+    starts: mpsc::UnboundedSender<UpgradePlan>,
+    started: Mutex<Option<mpsc::UnboundedReceiver<UpgradePlan>>>,
+    /// An upgrade is being prepared or carried out.
+    busy: AtomicBool,
+}
+
+impl std::fmt::Debug for Upgrades {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgrades")
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl Upgrades {
+    /// The upgrades of a node that has had `generation` of them; `last` is how the latest went.
+    pub fn new(reexec: Arc<dyn Reexec>, generation: u64, last: Option<UpgradeOutcome>) -> Self {
+        let (starts, started) = mpsc::unbounded_channel();
+        Upgrades {
+            reexec,
+            generation,
+            last: Mutex::new(last),
+            starts,
+            started: Mutex::new(Some(started)),
+            busy: AtomicBool::new(false),
+        }
+    }
+
+    /// How the last upgrade went, if there was one since the node started.
+    pub fn last(&self) -> Option<UpgradeOutcome> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The upgrades [`start`]ed, for the node's run loop (once).
+    pub(crate) fn take_started(&self) -> Option<mpsc::UnboundedReceiver<UpgradePlan>> {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    pub(crate) fn record(&self, outcome: UpgradeOutcome) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+    }
+}
+
+fn refusal(message: String) -> ErrorReply {
+    ErrorReply {
+        kind: ErrorKind::Internal,
+        message,
+    }
+}
+
+/// Checks that an upgrade may start and that the new binary passes its dry run. Nothing stops.
+pub async fn prepare(node: &Node) -> Result<UpgradePlan, ErrorReply> {
+    let upgrades = &node.upgrades;
+    if upgrades.busy.swap(true, Ordering::AcqRel) {
+        return Err(refusal(format!(
+            "an upgrade of {} is already under way; wait for it to finish",
+            node.host
+        )));
+    }
+    let exe = upgrades.reexec.exe();
+    let preview = preview(node);
+    let plan = match upgrades.reexec.check(exe.clone(), preview).await {
+        Ok(to_version) => Ok(UpgradePlan {
+            generation: upgrades.generation + 1,
+            from_version: VERSION.into(),
+            to_version,
+            exe: exe.display().to_string(),
+        }),
+        Err(why) => Err(refusal(format!(
+            "{why}; {} keeps running version {VERSION}",
+            node.host
+        ))),
+    };
+    if plan.is_err() {
+        upgrades.busy.store(false, Ordering::Release);
+    }
+    plan
+}
+
+/// Hands a prepared upgrade to the node's run loop.
+pub fn start(node: &Node, plan: UpgradePlan) {
+    if node.upgrades.starts.send(plan).is_err() {
+        node.upgrades.busy.store(false, Ordering::Release);
+    }
+}
+
+/// The state the dry run reads: every session's metadata, without their bytes.
+fn preview(node: &Node) -> Vec<u8> {
+    let sessions = node
+        .registry
+        .all()
+        .iter()
+        .map(|s| s.info())
+        .map(|info| SessionState::preview(&info))
+        .collect();
+    let state = NodeState {
+        node_version: VERSION.into(),
+        generation: node.upgrades.generation + 1,
+        paused_at_ns: 0,
+        socket_fd: -1,
+        sessions,
+    };
+    let mut bytes = Vec::new();
+    // Writing to memory fails only if the encoder does; the dry run then says so.
+    let _ = state::write(&state, &mut bytes);
+    bytes
+}
+
+/// Carries a prepared upgrade out. Returns only if it failed, with every session running as
+/// before and the failure recorded for [`cmdop_proto::LastUpgrade`].
+pub(crate) async fn perform(node: &Arc<Node>, plan: UpgradePlan) {
+    let paused_at = monotonic_ns();
+    tracing::info!(from = %plan.from_version, to = %plan.to_version, exe = %plan.exe, "upgrading in place");
+    let error = match node.triggers.hold().await {
+        Ok(()) => {
+            let error = hand_over(node, &plan, paused_at).await;
+            node.triggers.release();
+            error
+        }
+        Err(e) => e,
+    };
+    tracing::error!("upgrade in place failed, still running {VERSION}: {error}");
+    node.upgrades.record(UpgradeOutcome {
+        generation: plan.generation,
+        from_version: VERSION.into(),
+        to_version: VERSION.into(),
+        paused_ms: elapsed_ms(paused_at),
+        sessions: node.registry.all().len() as u32,
+        error: Some(error),
+    });
+    node.upgrades.busy.store(false, Ordering::Release);
+}
+
+/// Stops the sessions' PTY tasks and the connections, and executes the new binary; if that
+/// fails, starts the tasks again and returns why.
+async fn hand_over(node: &Arc<Node>, plan: &UpgradePlan, paused_at: u64) -> String {
+    let sessions = node.registry.all();
+    let mut halted = Vec::with_capacity(sessions.len());
+    for session in &sessions {
+        halted.push(session.halt_io().await);
+    }
+    let closed = node.live.close_all(
+        close_code::UPGRADING,
+        b"cmdop-node is upgrading in place; reconnecting",
+    );
+    if closed > 0 {
+        tokio::time::sleep(CLOSE_GRACE).await;
+    }
+    let error = exec(node, plan, paused_at, &sessions, &halted);
+    for (session, halted) in sessions.iter().zip(halted) {
+        session.resume_io(halted);
+    }
+    error
+}
+
+/// Writes the state down and executes the new binary; returns only on failure, with why.
+fn exec(
+    node: &Node,
+    plan: &UpgradePlan,
+    paused_at: u64,
+    sessions: &[Arc<Session>],
+    halted: &[HaltedIo],
+) -> String {
+    let mut states = Vec::with_capacity(sessions.len());
+    let mut keep = Vec::with_capacity(sessions.len() + 1);
+    for (session, halted) in sessions.iter().zip(halted) {
+        match session.export(halted) {
+            Ok(state) => {
+                keep.push(state.pty_fd);
+                states.push(state);
+            }
+            Err(e) => return format!("cannot hand session {} over: {e}", session.id),
+        }
+    }
+    let socket_fd = node.socket.as_raw_fd();
+    keep.push(socket_fd);
+    let state = NodeState {
+        node_version: VERSION.into(),
+        generation: plan.generation,
+        paused_at_ns: paused_at,
+        socket_fd,
+        sessions: states,
+    };
+    let error = node
+        .upgrades
+        .reexec
+        .exec(Path::new(&plan.exe), &state, &keep);
+    format!("cannot execute {}: {error}", plan.exe)
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC` (one clock for the whole boot, so across `execve` too).
+pub fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+/// Milliseconds since `since` (from [`monotonic_ns`]).
+pub fn elapsed_ms(since: u64) -> u64 {
+    monotonic_ns().saturating_sub(since) / 1_000_000
+}
+
+/// How an upgrade that handed `state` down went, seen from the binary that took it up.
+pub fn outcome(state: &NodeState, sessions: u32, failure: Option<String>) -> UpgradeOutcome {
+    UpgradeOutcome {
+        generation: state.generation,
+        from_version: state.node_version.clone(),
+        to_version: VERSION.into(),
+        paused_ms: elapsed_ms(state.paused_at_ns),
+        sessions,
+        error: failure,
+    }
+}

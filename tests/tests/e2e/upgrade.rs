@@ -1,0 +1,307 @@
+//! Upgrading the node in place (`cmdop-node upgrade`, SIGUSR2): the same process runs the
+//! new binary, every session keeps its shell, variables, directory and scrollback byte for
+//! byte, an attached client carries on by itself, and a binary that cannot take over leaves the
+//! old one serving.
+//!
+//! Each test runs the node from its own copy of the binary, so that "installing a new version"
+//! is replacing that file (a new inode, as a package manager does).
+
+use cmdop_client::dial::Target;
+use cmdop_e2e::pty::Terminal;
+use cmdop_e2e::{bin, free_port, sessions_json, wait_until, Home, NodeProcess};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A node started from a copy of the binary in its home.
+struct Installed {
+    home: Home,
+    node: NodeProcess,
+    exe: PathBuf,
+}
+
+impl Installed {
+    fn start(tag: &str) -> Installed {
+        let home = Home::new(tag);
+        let exe = home.path.join("bin").join("cmdop-node");
+        std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+        std::fs::copy(bin("cmdop-node"), &exe).unwrap();
+        let port = free_port();
+        home.write_config(&format!(
+            "node:\n  listen: 127.0.0.1:{port}\nclient:\n  connect_timeout: 10s\n"
+        ));
+        let node = NodeProcess::spawn_binary(&home, port, &exe, &[]);
+        Installed { home, node, exe }
+    }
+
+    /// Installs `contents` as the node's binary, as a package manager would (write, rename).
+    fn install(&self, contents: &[u8]) {
+        let staged = self.exe.with_extension("new");
+        std::fs::write(&staged, contents).unwrap();
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&staged, &self.exe).unwrap();
+    }
+
+    /// Installs the current build again (a new file with the same bytes).
+    fn install_new_build(&self) {
+        self.install(&std::fs::read(bin("cmdop-node")).unwrap());
+    }
+
+    /// Where the node's process runs its code from (`... (deleted)` once the file was replaced).
+    fn running_exe(&self) -> String {
+        std::fs::read_link(format!("/proc/{}/exe", self.node.pid()))
+            .unwrap()
+            .display()
+            .to_string()
+    }
+
+    fn create(&self, name: &str) -> serde_json::Value {
+        self.home
+            .cmdop(&["session", "create", "local", "--name", name])
+            .ok();
+        self.session(name)
+    }
+
+    fn session(&self, name: &str) -> serde_json::Value {
+        let list = sessions_json(&self.home.cmdop(&["session", "list", "--json"]).ok());
+        list.into_iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no session {name}"))
+    }
+
+    fn send(&self, name: &str, text: &str) {
+        self.home.cmdop(&["session", "send", name, text]).ok();
+    }
+
+    /// The session's whole scrollback, as the node holds it.
+    fn scrollback(&self, name: &str) -> Vec<u8> {
+        let id: uuid::Uuid = self.session(name)["id"].as_str().unwrap().parse().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let dialer = self.home.dialer(Duration::from_secs(5));
+            let target = Target {
+                name: "local".into(),
+                addr: self.node.addr(),
+            };
+            let mut client = dialer.connect(&target, None).await.unwrap();
+            let shown = client
+                .call(cmdop_proto::Show {
+                    session: id,
+                    tail: Some(u32::MAX),
+                    screen: false,
+                })
+                .await
+                .unwrap();
+            client.close().await;
+            shown.tail
+        })
+    }
+
+    /// Sets a shell variable in session `name` (created here) and waits until it is set.
+    fn create_with_variable(&self, name: &str) {
+        self.create(name);
+        self.send(name, "export KEPT=yes; echo ready\\n");
+        self.expect(name, "ready");
+    }
+
+    /// Checks that session `name`'s shell still has the variable and answers.
+    fn expect_variable_kept(&self, name: &str) {
+        self.send(name, "echo \"kept=$KEPT\"\\n");
+        self.expect(name, "kept=yes");
+    }
+
+    /// Waits until the session's scrollback shows `needle`.
+    fn expect(&self, name: &str, needle: &str) {
+        let shown = wait_until(WAIT, || {
+            String::from_utf8_lossy(&self.scrollback(name)).contains(needle)
+        });
+        assert!(shown, "{needle:?} never appeared in session {name}");
+    }
+
+    fn descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.node.pid()))
+            .unwrap()
+            .count()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.node.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    fn upgrade(&self) -> cmdop_e2e::Run {
+        self.home.cmdop_node(&["upgrade"])
+    }
+}
+
+#[test]
+fn upgrade_keeps_every_session_byte_for_byte_in_the_same_process() {
+    let mut up = Installed::start("upgrade-keeps");
+    let first = up.create("first");
+    let second = up.create("second");
+    up.send(
+        "first",
+        "export KEPT=kept-$((6*7)); cd /tmp; echo ready-1\\n",
+    );
+    up.expect("first", "ready-1");
+    up.send("second", "seq 1 2000; echo ready-2\\n");
+    up.expect("second", "ready-2");
+    let before = (up.scrollback("first"), up.scrollback("second"));
+    let pid = up.node.pid();
+    up.install_new_build();
+    assert!(
+        up.running_exe().ends_with("(deleted)"),
+        "{}",
+        up.running_exe()
+    );
+
+    let out = up.upgrade().ok();
+    assert!(out.contains("upgraded cmdop-node"), "{out}");
+    assert!(out.contains("2 sessions kept"), "{out}");
+
+    assert_eq!(up.node.pid(), pid);
+    assert!(up.node.is_running());
+    assert_eq!(
+        up.running_exe(),
+        up.exe.display().to_string(),
+        "the process runs the new file"
+    );
+    for (name, old) in [("first", &first), ("second", &second)] {
+        let now = up.session(name);
+        assert_eq!(now["id"], old["id"], "{name}");
+        assert_eq!(now["pid"], old["pid"], "{name}: the same shell");
+        assert_eq!(now["state"], "running", "{name}");
+    }
+    assert_eq!(up.scrollback("first"), before.0, "byte for byte");
+    assert_eq!(up.scrollback("second"), before.1, "byte for byte");
+    up.send("first", "echo \"$KEPT in $PWD\"\\n");
+    up.expect("first", "kept-42 in /tmp");
+}
+
+#[test]
+fn an_attached_client_types_again_within_a_second_after_an_upgrade() {
+    let up = Installed::start("upgrade-attached");
+    let mut term = Terminal::spawn(
+        &bin("cmdop"),
+        &["connect", "local", "--name", "live"],
+        &up.home.path,
+        30,
+        100,
+    );
+    term.type_line("echo before-$((1+1))");
+    term.expect("before-2", WAIT);
+    up.install_new_build();
+    let out = up.upgrade().ok();
+    assert!(out.contains("upgraded cmdop-node"), "{out}");
+    // Nothing typed to the client: it reconnects by itself.
+    let started = Instant::now();
+    let mut typed = 0;
+    let mut echoed = false;
+    while started.elapsed() < WAIT && !echoed {
+        typed += 1;
+        term.type_line(&format!("echo after-{typed}-$((2*3))"));
+        echoed = wait_until(Duration::from_millis(250), || {
+            term.text().contains(&format!("after-{typed}-6"))
+        });
+    }
+    assert!(echoed, "the client never typed again: {}", term.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "typing came back after {:?}",
+        started.elapsed()
+    );
+    // Every keystroke reached the shell once: the earlier attempts show up too, none twice.
+    for n in 1..=typed {
+        term.expect_count(&format!("after-{n}-6\r\n"), 1, WAIT);
+    }
+    term.type_bytes(b"\x04");
+    assert_eq!(term.wait_exit(WAIT), Some(0), "{}", term.text());
+}
+
+#[test]
+fn sigusr2_upgrades_in_place() {
+    let mut up = Installed::start("upgrade-usr2");
+    up.create("kept");
+    up.send("kept", "echo kept-$((6*7))\\n");
+    up.expect("kept", "kept-42");
+    let before = up.scrollback("kept");
+    up.install_new_build();
+    // SAFETY: kill(2) with a valid signal on the node's own pid.
+    assert_eq!(
+        unsafe { libc::kill(up.node.pid() as i32, libc::SIGUSR2) },
+        0
+    );
+    assert!(
+        wait_until(WAIT, || up.node.log_text().contains("upgraded in place")),
+        "{}",
+        up.node.log_text()
+    );
+    assert!(up.node.is_running(), "SIGUSR2 ended the node");
+    assert!(!up.running_exe().ends_with("(deleted)"));
+    assert_eq!(up.scrollback("kept"), before);
+    up.send("kept", "echo still-$((7*7))\\n");
+    up.expect("kept", "still-49");
+}
+
+#[test]
+fn a_new_binary_that_exits_at_once_leaves_the_old_node_serving() {
+    let up = Installed::start("upgrade-broken");
+    up.create_with_variable("kept");
+    up.install(b"#!/bin/sh\necho 'broken build' >&2\nexit 3\n");
+    let started = Instant::now();
+    let err = up.upgrade().fails();
+    assert!(err.contains("failed its dry run"), "{err}");
+    assert!(err.contains("broken build"), "{err}");
+    assert!(err.contains("keeps running version"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    up.expect_variable_kept("kept");
+}
+
+#[test]
+fn a_binary_that_cannot_read_the_state_gives_it_back_to_the_old_one() {
+    let up = Installed::start("upgrade-refused");
+    up.create_with_variable("kept");
+    let before = up.scrollback("kept");
+    let pid = up.node.pid();
+    // Passes the dry run, then refuses the real state (as a binary of another format would).
+    let real = bin("cmdop-node");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = __upgrade-check ]; then exec '{real}' \"$@\"; fi\n\
+         CMDOP_TEST_REFUSE_UPGRADE_STATE=1 exec '{real}' \"$@\"\n",
+        real = real.display()
+    );
+    up.install(script.as_bytes());
+    let err = up.upgrade().fails();
+    assert!(err.contains("cannot take the node over"), "{err}");
+    assert!(err.contains("resumed"), "{err}");
+    assert_eq!(up.node.pid(), pid);
+    assert_eq!(up.scrollback("kept"), before);
+    up.expect_variable_kept("kept");
+}
+
+#[test]
+fn a_hundred_upgrades_leak_no_descriptor_and_no_memory() {
+    let up = Installed::start("upgrade-hundred");
+    up.create_with_variable("kept");
+    let upgrade = |n: u32| {
+        let out = up.upgrade().ok();
+        assert!(out.contains("upgraded cmdop-node"), "upgrade {n}: {out}");
+    };
+    // Warm up: the first upgrades settle what a fresh process allocates once.
+    (0..5).for_each(upgrade);
+    let (fds, rss) = (up.descriptors(), up.rss_kib());
+    (5..100).for_each(upgrade);
+    assert_eq!(up.descriptors(), fds, "descriptors leaked");
+    let rss_after = up.rss_kib();
+    assert!(
+        rss_after <= rss + rss / 2 + 2048,
+        "memory grew from {rss} KiB to {rss_after} KiB"
+    );
+    up.expect_variable_kept("kept");
+}
