@@ -115,7 +115,7 @@ impl Session {
         let capacity = usize::try_from(state.ring_capacity).unwrap_or(usize::MAX);
         let core = SessionCore {
             name: state.name,
-            ring: RingBuffer::resumed(capacity, state.ring_start, &state.ring),
+            ring: RingBuffer::resumed(capacity, state.ring_start, state.ring),
             size: state.size,
             lifecycle: state.lifecycle,
             // Its viewers were cut off just now: their idle time starts now, as at a detach.

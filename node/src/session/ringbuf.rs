@@ -53,15 +53,35 @@ impl RingBuffer {
     }
 
     /// A ring of `capacity` holding `bytes` from offset `start` on, as a previous binary of
-    /// this process held it (see [`crate::upgrade`]): offsets carry on where they were.
-    pub fn resumed(capacity: usize, start: u64, bytes: &[u8]) -> Self {
-        let mut ring = RingBuffer::new(capacity);
-        if start > 0 {
-            // Offsets no longer start at 0: index them modulo the capacity from the outset.
-            ring.storage = vec![0; ring.capacity];
-            ring.end = start;
+    /// this process held it (see [`crate::upgrade`]): offsets carry on where they were. The
+    /// bytes become the storage without a copy when they can.
+    pub fn resumed(capacity: usize, start: u64, mut bytes: Vec<u8>) -> Self {
+        let capacity = capacity.max(1);
+        let held = bytes.len();
+        if start == 0 && held <= capacity {
+            // Still growing: offsets are indices.
+            return RingBuffer {
+                storage: bytes,
+                capacity,
+                end: held as u64,
+                held,
+            };
         }
-        ring.push(bytes);
+        if held == capacity {
+            // Full: the byte at offset `start` belongs at index `start % capacity`.
+            bytes.rotate_right((start % capacity as u64) as usize);
+            return RingBuffer {
+                storage: bytes,
+                capacity,
+                end: start + held as u64,
+                held,
+            };
+        }
+        let mut ring = RingBuffer::new(capacity);
+        // Offsets no longer start at 0: index them modulo the capacity from the outset.
+        ring.storage = vec![0; capacity];
+        ring.end = start;
+        ring.push(&bytes);
         ring
     }
 
@@ -235,7 +255,7 @@ mod tests {
             let mut original = RingBuffer::new(capacity);
             original.push(&before);
             let held = original.contents();
-            let mut resumed = RingBuffer::resumed(capacity, held.offset, &held.data);
+            let mut resumed = RingBuffer::resumed(capacity, held.offset, held.data.clone());
             prop_assert_eq!(resumed.start(), original.start());
             prop_assert_eq!(resumed.end(), original.end());
             original.push(&after);
@@ -245,6 +265,26 @@ mod tests {
                 resumed.read_from(0, 1000).unwrap(),
                 original.read_from(0, 1000).unwrap()
             );
+        }
+
+        /// Resumed with another capacity (a changed `ringbuffer` setting), a ring still holds
+        /// what fits at the same offsets and appends after it.
+        #[test]
+        fn a_ring_resumed_with_another_capacity_keeps_its_offsets(
+            capacity in 1usize..64,
+            start in 0u64..500,
+            held in proptest::collection::vec(any::<u8>(), 0..64),
+            after in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let mut ring = RingBuffer::resumed(capacity, start, held.clone());
+            let mut expected = held.clone();
+            expected.extend_from_slice(&after);
+            ring.push(&after);
+            let end = start + expected.len() as u64;
+            prop_assert_eq!(ring.end(), end);
+            let kept = expected.len().min(capacity);
+            let chunk = ring.read_from(end - kept as u64, 1000).unwrap();
+            prop_assert_eq!(chunk.data, expected[expected.len() - kept..].to_vec());
         }
     }
 

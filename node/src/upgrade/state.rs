@@ -1,7 +1,10 @@
 //! The state an upgrade in place hands to the next binary, and its format.
 //!
 //! A state is a header (the magic bytes `cmdop-up` and the format version, a little-endian
-//! `u32`) followed by one CBOR value, [`NodeState`]. It is written to a memfd, never to disk.
+//! `u32`), the length of a CBOR value (`u64`) and that value, [`NodeState`] without the
+//! ringbuffers' bytes, then each session's ring bytes in order, as a `u64` length and the raw
+//! bytes (so megabytes of scrollback cost a copy, not an encoding). It is written to a memfd,
+//! never to disk.
 //! Fields added in later versions carry `#[serde(default)]`, so a newer node reads an older
 //! node's state; a node refuses a state of a newer version than it knows, with an error that
 //! names both, and the old binary resumes ([`crate::upgrade`]).
@@ -82,8 +85,8 @@ pub struct SessionState {
     pub ring_capacity: u64,
     /// The offset of the ringbuffer's first byte.
     pub ring_start: u64,
-    /// The ringbuffer's bytes, oldest first.
-    #[serde(with = "serde_bytes")]
+    /// The ringbuffer's bytes, oldest first (after the CBOR value, not in it).
+    #[serde(skip)]
     pub ring: Vec<u8>,
     /// The keystrokes applied so far.
     pub input: InputLedger,
@@ -181,15 +184,25 @@ pub enum StateError {
     Io(#[from] std::io::Error),
 }
 
-/// Writes `state` (header and CBOR) to `out`.
+/// The largest CBOR part read: the metadata of sessions, never their bytes.
+const MAX_METADATA: u64 = 1 << 30;
+
+/// Writes `state` to `out`.
 pub fn write(state: &NodeState, out: impl Write) -> Result<(), StateError> {
-    let mut out = std::io::BufWriter::new(out);
-    out.write_all(MAGIC)?;
-    out.write_all(&STATE_VERSION.to_le_bytes())?;
-    ciborium::into_writer(state, &mut out).map_err(|e| match e {
+    let mut metadata = Vec::new();
+    ciborium::into_writer(state, &mut metadata).map_err(|e| match e {
         ciborium::ser::Error::Io(e) => StateError::Io(e),
         ciborium::ser::Error::Value(e) => StateError::Corrupt(e),
     })?;
+    let mut out = std::io::BufWriter::new(out);
+    out.write_all(MAGIC)?;
+    out.write_all(&STATE_VERSION.to_le_bytes())?;
+    out.write_all(&(metadata.len() as u64).to_le_bytes())?;
+    out.write_all(&metadata)?;
+    for session in &state.sessions {
+        out.write_all(&(session.ring.len() as u64).to_le_bytes())?;
+        out.write_all(&session.ring)?;
+    }
     out.flush()?;
     Ok(())
 }
@@ -209,7 +222,37 @@ pub fn read(input: impl Read) -> Result<NodeState, StateError> {
     if found > STATE_VERSION {
         return Err(StateError::TooNew { found });
     }
-    ciborium::from_reader(input).map_err(|e| StateError::Corrupt(e.to_string()))
+    let metadata_len = read_len(&mut input, MAX_METADATA, "metadata")?;
+    let mut state: NodeState = ciborium::from_reader((&mut input).take(metadata_len))
+        .map_err(|e| StateError::Corrupt(e.to_string()))?;
+    for session in &mut state.sessions {
+        let len = read_len(&mut input, session.ring_capacity, "ringbuffer")?;
+        session.ring = Vec::with_capacity(len as usize);
+        (&mut input).take(len).read_to_end(&mut session.ring)?;
+        if session.ring.len() as u64 != len {
+            return Err(StateError::Corrupt(format!(
+                "session {} ends {} bytes into its ringbuffer of {len}",
+                session.id,
+                session.ring.len()
+            )));
+        }
+    }
+    Ok(state)
+}
+
+/// Reads a little-endian `u64` length no larger than `max`.
+fn read_len(input: &mut impl Read, max: u64, what: &str) -> Result<u64, StateError> {
+    let mut bytes = [0u8; 8];
+    input
+        .read_exact(&mut bytes)
+        .map_err(|_| StateError::Corrupt(format!("it ends before the length of its {what}")))?;
+    let len = u64::from_le_bytes(bytes);
+    if len > max {
+        return Err(StateError::Corrupt(format!(
+            "its {what} claims {len} bytes, more than the {max} possible"
+        )));
+    }
+    Ok(len)
 }
 
 #[cfg(test)]
@@ -285,17 +328,22 @@ mod tests {
     #[test]
     fn garbage_truncation_and_emptiness_are_errors_not_panics() {
         assert!(matches!(read(&b""[..]), Err(StateError::NotAState)));
+        let mut bytes = Vec::new();
+        write(&sample(), &mut bytes).unwrap();
         assert!(matches!(
             read(&b"not a state at all"[..]),
             Err(StateError::NotAState)
         ));
-        let mut bytes = Vec::new();
-        write(&sample(), &mut bytes).unwrap();
-        for cut in [12, 40, bytes.len() / 2, bytes.len() - 1] {
+        for cut in [12, 16, 40, 300, bytes.len() / 2, bytes.len() - 1] {
             assert!(
                 matches!(read(&bytes[..cut]), Err(StateError::Corrupt(_))),
                 "cut at {cut}"
             );
         }
+        // A length beyond what the session's ring can hold is refused before any allocation.
+        let ring_len_at = bytes.len() - 70_000 - 8;
+        bytes[ring_len_at..ring_len_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let error = read(bytes.as_slice()).unwrap_err();
+        assert!(error.to_string().contains("more than the"), "{error}");
     }
 }

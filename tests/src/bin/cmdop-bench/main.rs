@@ -16,9 +16,11 @@
 //!   screen shows it.
 //! - `scale`: 1,000 idle sessions on one node: memory per session, idle CPU and wake-ups, time
 //!   to list them; next to a tmux server with 1,000 sessions when tmux is installed.
+//! - `upgrade`: `cmdop-node upgrade` with 1 to 200 sessions and up to 240 MB of scrollback: the
+//!   pause and the command's time, next to a plain restart (which ends every session).
 //!
 //! ```sh
-//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming|slowlink|predict|scale]
+//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming|slowlink|predict|scale|upgrade]
 //! ./target/release/cmdop-bench terminal --gap 150ms   # keystrokes at a person's pace
 //! ```
 
@@ -304,6 +306,7 @@ mod predict;
 mod roaming;
 mod scale;
 mod slowlink;
+mod upgrade;
 
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
@@ -313,15 +316,17 @@ fn main() {
         "scale" => scale::run(),
         "slowlink" => slowlink::run(),
         "predict" => predict::run(),
+        "upgrade" => upgrade::run(),
         "all" => {
             terminal_bench(typing_gap());
             roaming::run();
             slowlink::run();
             predict::run();
             scale::run();
+            upgrade::run();
         }
         other => {
-            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming, slowlink, predict, scale, or nothing for all");
+            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming, slowlink, predict, scale, upgrade, or nothing for all");
             std::process::exit(2);
         }
     }
