@@ -49,8 +49,10 @@ impl PtySpawner for NativePty {
         // SAFETY: the master PTY's descriptor is open while `pair.master` lives (to the end of
         // this function); it is only borrowed here, to duplicate it.
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let master = rustix::io::fcntl_dupfd_cloexec(borrowed, 0)?;
-        adopt(master, pid)
+        let master = rustix::io::fcntl_dupfd_cloexec(borrowed, 0)
+            .map_err(io::Error::from)
+            .inspect_err(|_| abandon(pid))?;
+        adopt(master, pid).inspect_err(|_| abandon(pid))
     }
 
     fn adopt(&self, handover: PtyHandover) -> io::Result<SpawnedPty> {
@@ -60,8 +62,10 @@ impl PtySpawner for NativePty {
         // SAFETY: the previous binary of this process kept `fd` open across execve for us and
         // names it nowhere else; from here on this `OwnedFd` is its only owner.
         let master = unsafe { OwnedFd::from_raw_fd(handover.fd) };
-        rustix::io::fcntl_setfd(&master, rustix::io::FdFlags::CLOEXEC)?;
-        adopt(master, handover.pid)
+        rustix::io::fcntl_setfd(&master, rustix::io::FdFlags::CLOEXEC)
+            .map_err(io::Error::from)
+            .and_then(|()| adopt(master, handover.pid))
+            .inspect_err(|_| abandon(handover.pid))
     }
 }
 
@@ -212,6 +216,16 @@ fn pid_of(pid: u32) -> Option<Pid> {
         .filter(|&pid| pid > 1)
         .and_then(|pid| i32::try_from(pid).ok())
         .and_then(Pid::from_raw)
+}
+
+/// Ends a program the node could not take charge of: its group is killed and it is reaped, so
+/// nothing of it runs on unseen.
+fn abandon(pid: u32) {
+    signal_group(pid, Signal::KILL);
+    if let Some(pid) = pid_of(pid) {
+        // SIGKILL cannot be caught: the wait is short.
+        let _ = waitpid(Some(pid), WaitOptions::empty());
+    }
 }
 
 /// Sends `signal` to the process group `pid`. A stale group only yields ESRCH, ignored.

@@ -15,9 +15,11 @@
 //!   pending 5 s also underlines them; it is cured by 10 quick
 //!   confirmations (under 250 ms) at least 150 ms apart;
 //! - the grace period: mosh's server acknowledges an echo 50 ms after the
-//!   keystroke reached the PTY; the cmdop node acknowledges at once and its
-//!   output may wait for the next frame, so a keystroke is judged 50 ms plus
-//!   one send interval after its acknowledgement arrives.
+//!   keystroke reached the PTY; the cmdop node acknowledges a keystroke in
+//!   the packet of its echo, or with an echo acknowledgement 50 ms after it
+//!   reached the PTY (`node/src/server/echo.rs`), and output may wait for the
+//!   next frame, so a keystroke is judged 50 ms plus one send interval after
+//!   its acknowledgement arrives.
 
 use std::time::{Duration, Instant};
 
