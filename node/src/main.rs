@@ -77,7 +77,17 @@ enum Command {
 fn main() -> ExitCode {
     // First, while this is the only thread: what an upgrade in place handed down, if anything.
     let handed = Handed::take();
-    let cli = Cli::parse();
+    let (cli, handed) = match (Cli::try_parse(), handed) {
+        (Ok(cli), handed) => (cli, handed),
+        (Err(e), Some(handed)) => {
+            give_back(
+                handed,
+                &format!("cannot read the command line it was given: {e}"),
+            );
+            return ExitCode::FAILURE;
+        }
+        (Err(e), None) => e.exit(),
+    };
     match run(cli, handed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -94,9 +104,15 @@ fn parse_fingerprint(text: &str) -> anyhow::Result<Fingerprint> {
 fn run(cli: Cli, handed: Option<Handed>) -> anyhow::Result<()> {
     let home = cmdop_home();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => serve(home, cli.listen, handed),
+        Command::Run => match handed {
+            Some(handed) => take_over(home, cli.listen, handed),
+            None => serve(home, cli.listen, None),
+        },
         Command::Upgrade => upgrade(&home),
         Command::UpgradeCheck => {
+            // What a real take-over reads first: the settings, the keys, then the state.
+            cmdop_client::home::load_config(&home)?;
+            Identity::load_or_create(&home, NODE_IDENTITY)?;
             cmdop_node::upgrade::state::read(std::io::stdin().lock())?;
             println!("cmdop-node {}", cmdop_node::upgrade::VERSION);
             Ok(())
@@ -234,39 +250,62 @@ const UPGRADE_POLL: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// `cmdop-node upgrade`: asks the running node to upgrade in place and reports the outcome.
 fn upgrade(home: &std::path::Path) -> anyhow::Result<()> {
-    let plan = on_local_node(home, |mut client| async move {
+    let (plan, early) = on_local_node(home, |mut client| async move {
         let plan = client
             .call(cmdop_proto::Upgrade)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        // The node closes every connection as it stops serving: ask for the outcome after.
-        let _ = tokio::time::timeout(UPGRADE_PATIENCE, client.closed()).await;
-        Ok(plan)
+        eprintln!(
+            "upgrading cmdop-node {} to {} ({})...",
+            plan.from_version, plan.to_version, plan.exe
+        );
+        let early = outcome_before_close(&mut client, plan.generation).await;
+        Ok((plan, early))
     })
     .context("the upgrade did not start")?;
-    eprintln!(
-        "upgrading cmdop-node {} to {} ({})...",
-        plan.from_version, plan.to_version, plan.exe
-    );
-    let outcome = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(await_outcome(home, plan.generation))?;
-    match outcome.error {
-        None => {
+    let outcome = match early {
+        Some(outcome) => outcome,
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(await_outcome(home, plan.generation))?,
+    };
+    match (outcome.error, outcome.paused_ms) {
+        (None, _) => {
             println!(
                 "upgraded cmdop-node {} to {}: paused {} ms, {} sessions kept",
                 outcome.from_version, outcome.to_version, outcome.paused_ms, outcome.sessions
             );
             Ok(())
         }
-        Some(error) => anyhow::bail!(
-            "{error}; cmdop-node {} resumed after {} ms with {} sessions",
+        (Some(error), 0) => anyhow::bail!(
+            "{error}; cmdop-node {} keeps running, nothing was paused",
+            outcome.to_version
+        ),
+        (Some(error), paused_ms) => anyhow::bail!(
+            "{error}; cmdop-node {} resumed after {paused_ms} ms with {} sessions",
             outcome.to_version,
-            outcome.paused_ms,
             outcome.sessions
         ),
     }
+}
+
+/// Waits for the node to close `client`'s connection as it stops serving (None), or to report
+/// upgrade `generation` over it (refused before anything stopped).
+async fn outcome_before_close(
+    client: &mut cmdop_client::dial::NodeClient,
+    generation: u64,
+) -> Option<cmdop_proto::UpgradeOutcome> {
+    let deadline = tokio::time::Instant::now() + UPGRADE_PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        match client.call(cmdop_proto::LastUpgrade).await {
+            Ok(Some(outcome)) if outcome.generation >= generation => return Some(outcome),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Asks the node for its last upgrade until it reports upgrade `generation`.
@@ -301,7 +340,7 @@ async fn await_outcome(
 fn serve(
     home: std::path::PathBuf,
     listen: Option<SocketAddr>,
-    handed: Option<Handed>,
+    handed: Option<TakeOver>,
 ) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -322,11 +361,12 @@ fn serve(
             )
         })?,
     };
+    let exe = handed.as_ref().and_then(|h| h.exe.clone());
     let options = NodeOptions {
         home: home.clone(),
         listen,
         config,
-        reexec: Arc::new(NativeReexec::from_process()),
+        reexec: Arc::new(NativeReexec::from_process(exe)),
     };
     // One thread serves every session, as tmux's server does: a keystroke wakes one thread,
     // not one per hop. A screen caught up from a long backlog goes to tokio's blocking pool;
@@ -337,7 +377,13 @@ fn serve(
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let node = match handed {
-            Some(handed) => take_over(options, handed)?,
+            Some(handed) => {
+                let node =
+                    Node::resume(options, Arc::new(NativePty), handed.state, handed.failure)?;
+                // Serving: from here on a failure is a crash like any other.
+                drop(TAKING_OVER.lock().unwrap_or_else(|p| p.into_inner()).take());
+                node
+            }
             None => Node::bind(options, Arc::new(NativePty))?,
         };
         let addr = node.local_addr()?;
@@ -349,23 +395,74 @@ fn serve(
     })
 }
 
-/// Rebuilds the node from what an upgrade in place handed down; a state this binary cannot
-/// read goes back to the binary that wrote it (this call then does not return).
-fn take_over(options: NodeOptions, mut handed: Handed) -> anyhow::Result<Arc<Node>> {
-    match handed.read() {
-        Ok(state) => {
-            let failure = handed.failure.take();
-            Node::resume(options, Arc::new(NativePty), state, failure)
-        }
+/// What a binary started by an upgrade in place read, ready to rebuild the node from.
+struct TakeOver {
+    state: cmdop_node::upgrade::state::NodeState,
+    failure: Option<String>,
+    exe: Option<std::path::PathBuf>,
+}
+
+/// The way back to the binary that handed the state down, until the node serves again.
+static TAKING_OVER: std::sync::Mutex<Option<Handed>> = std::sync::Mutex::new(None);
+
+/// Rebuilds the node from what an upgrade in place handed down. Until it serves, any failure
+/// (an error, a panic) gives the state back to the binary that wrote it, which resumes.
+fn take_over(
+    home: std::path::PathBuf,
+    listen: Option<SocketAddr>,
+    mut handed: Handed,
+) -> anyhow::Result<()> {
+    // A binary executed through a descriptor is named after its number: name it again.
+    let _ = rustix::thread::set_name(c"cmdop-node");
+    let state = match handed.read() {
+        Ok(state) => state,
         Err(e) => {
-            let reason = format!(
-                "cmdop-node {} cannot take the node over: {e}",
-                cmdop_node::upgrade::VERSION
-            );
-            tracing::error!("{reason}; returning to the previous binary");
-            let back = handed.give_back(&reason);
-            anyhow::bail!("{reason}, and cannot return to the previous binary ({back}): the sessions are lost")
+            give_back(handed, &format!("cannot take the node over: {e}"));
+            anyhow::bail!("the sessions are lost")
         }
+    };
+    let take_over = TakeOver {
+        state,
+        failure: handed.failure.take(),
+        exe: handed.exe.clone(),
+    };
+    *TAKING_OVER.lock().unwrap_or_else(|p| p.into_inner()) = Some(handed);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |panic| {
+        let handed = TAKING_OVER.lock().ok().and_then(|mut h| h.take());
+        if let Some(handed) = handed {
+            give_back(
+                handed,
+                &format!("panicked while taking the node over: {panic}"),
+            );
+        }
+        default_hook(panic);
+    }));
+    let served = serve(home, listen, Some(take_over));
+    let handed = TAKING_OVER.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match (served, handed) {
+        (Err(e), Some(handed)) => {
+            give_back(handed, &format!("cannot take the node over: {e:#}"));
+            anyhow::bail!("the sessions are lost")
+        }
+        (served, _) => served,
+    }
+}
+
+/// Hands the state back to the binary that wrote it, with why; returns only if that failed
+/// (the sessions are then lost), having said so.
+fn give_back(handed: Handed, why: &str) {
+    let reason = format!("cmdop-node {} {why}", cmdop_node::upgrade::VERSION);
+    eprintln!("cmdop-node: {reason}; returning to the previous binary");
+    let error = handed.give_back(&reason);
+    eprintln!("cmdop-node: cannot return to the previous binary ({error}): the sessions are lost");
+}
+
+/// SIGUSR2: an upgrade in place, its outcome logged.
+async fn upgrade_on_signal(node: Arc<Node>) {
+    match cmdop_node::upgrade::prepare(&node).await {
+        Ok(prepared) => cmdop_node::upgrade::start(&node, prepared),
+        Err(e) => tracing::error!("SIGUSR2: not upgrading: {}", e.message),
     }
 }
 
@@ -384,10 +481,8 @@ async fn handle_signals(node: Arc<Node>, shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = usr2.recv() => match cmdop_node::upgrade::prepare(&node).await {
-                Ok(plan) => cmdop_node::upgrade::start(&node, plan),
-                Err(e) => tracing::error!("SIGUSR2: not upgrading: {}", e.message),
-            },
+            // Prepared aside: a dry run must not hold SIGTERM up.
+            _ = usr2.recv() => drop(tokio::spawn(upgrade_on_signal(node.clone()))),
         }
     }
     shutdown.cancel();

@@ -85,6 +85,31 @@ impl PtySpawner for FakePty {
             .ok_or_else(|| io::Error::other("no such fake program"))?;
         Ok(program.spawned())
     }
+
+    /// The program of that pid (one never spawned stands for an exited one).
+    fn child(&self, pid: u32) -> Box<dyn Child> {
+        match self.programs().into_iter().find(|p| p.pid() == pid) {
+            Some(program) => Box::new(program),
+            None => Box::new(Exited),
+        }
+    }
+}
+
+/// A program that has exited and been reaped.
+struct Exited;
+
+impl Child for Exited {
+    fn try_wait(&mut self) -> io::Result<Option<i32>> {
+        Ok(Some(0))
+    }
+
+    fn hang_up(&self) {}
+
+    fn kill(&self) {}
+
+    fn cwd(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One fake program: the test's handle, and also the PTY and child the session holds.

@@ -88,4 +88,6 @@ pub trait PtySpawner: Send + Sync {
     fn spawn(&self, spec: &SpawnSpec) -> io::Result<SpawnedPty>;
     /// Takes over a PTY a previous binary of this process handed down. Runs inside the runtime.
     fn adopt(&self, handover: PtyHandover) -> io::Result<SpawnedPty>;
+    /// A program a previous binary of this process was reaping (hung up, not waited for yet).
+    fn child(&self, pid: u32) -> Box<dyn Child>;
 }

@@ -67,6 +67,10 @@ impl PtySpawner for NativePty {
             .and_then(|()| adopt(master, handover.pid))
             .inspect_err(|_| abandon(handover.pid))
     }
+
+    fn child(&self, pid: u32) -> Box<dyn Child> {
+        Box::new(NativeChild { pid })
+    }
 }
 
 /// Takes over a PTY master and the program running on it (whose parent this process is).

@@ -54,9 +54,10 @@ pub async fn serve<S: FrameSink, R: FrameSource>(
             }
             (Admission::Client, Request::Upgrade(_)) => {
                 match prepare_upgrade(node, &requester.fingerprint).await {
-                    Ok(plan) => {
-                        upgrade = Some(plan.clone());
-                        Reply::Upgrading(plan)
+                    Ok(prepared) => {
+                        let reply = Reply::Upgrading(prepared.plan.clone());
+                        upgrade = Some(prepared);
+                        reply
                     }
                     Err(e) => Reply::Error(e),
                 }
@@ -78,17 +79,17 @@ pub async fn serve<S: FrameSink, R: FrameSource>(
             return;
         }
         // The plan is on its way to the client before the upgrade closes its connection.
-        if let Some(plan) = upgrade {
-            crate::upgrade::start(node, plan);
+        if let Some(prepared) = upgrade {
+            crate::upgrade::start(node, prepared);
         }
     }
 }
 
 /// Prepares an upgrade in place, if `requester` is the node's own client.
-async fn prepare_upgrade(
-    node: &Node,
+async fn prepare_upgrade<'a>(
+    node: &'a Node,
     requester: &Fingerprint,
-) -> Result<cmdop_proto::UpgradePlan, ErrorReply> {
+) -> Result<crate::upgrade::Prepared<'a>, ErrorReply> {
     if *requester != node.local_client {
         return Err(ErrorReply {
             kind: ErrorKind::Unauthorized,

@@ -145,28 +145,46 @@ impl Node {
     pub fn resume(
         options: NodeOptions,
         spawner: Arc<dyn PtySpawner>,
-        state: NodeState,
+        mut state: NodeState,
         failure: Option<String>,
     ) -> anyhow::Result<Arc<Node>> {
         let socket = crate::upgrade::reexec::inherited_socket(state.socket_fd)
             .context("the UDP socket handed down by the upgrade is not open")?;
         let upgrades = Upgrades::new(options.reexec.clone(), state.generation, None);
         let node = Node::on_socket(options, spawner.clone(), socket, upgrades)?;
-        let mut adopted = 0;
-        for session in state.sessions.iter().cloned() {
+        // Nothing fails from here on: the handed-down descriptors are this binary's now.
+        crate::upgrade::reexec::close_inherited(state.socket_fd);
+        let mut lost = Vec::new();
+        let sessions = std::mem::take(&mut state.sessions);
+        let handed_down = sessions.len();
+        for session in sessions {
             let id = session.id;
             let handover = crate::os::PtyHandover {
                 fd: session.pty_fd,
                 pid: session.pid.unwrap_or(0),
             };
             match spawner.adopt(handover) {
-                Ok(spawned) => {
-                    node.registry.adopt(Session::adopt(session, spawned));
-                    adopted += 1;
+                Ok(spawned) => node.registry.adopt(Session::adopt(session, spawned)),
+                Err(e) => {
+                    tracing::error!(session = %id, "cannot take the session's PTY over: {e}");
+                    lost.push(format!("session {id} ({e})"));
                 }
-                Err(e) => tracing::error!(session = %id, "cannot take the session's PTY over: {e}"),
             }
         }
+        for &pid in &state.reaping {
+            tokio::spawn(crate::session::reap(spawner.child(pid), Some(pid)));
+        }
+        let adopted = (handed_down - lost.len()) as u32;
+        let failure = match (failure, lost.is_empty()) {
+            (failure, true) => failure,
+            (failure, false) => Some(
+                failure
+                    .into_iter()
+                    .chain([format!("lost {}", lost.join(", "))])
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        };
         let outcome = crate::upgrade::outcome(&state, adopted, failure);
         match &outcome.error {
             None => {

@@ -54,8 +54,15 @@ impl Session {
     }
 
     /// The session's whole state, its PTY's master kept open across the next `execve`. Call
-    /// after [`Session::halt_io`], with what it returned.
-    pub fn export(&self, halted: &HaltedIo) -> io::Result<SessionState> {
+    /// after [`Session::halt_io`], with what it returned, with nothing awaited in between this
+    /// and the `execve` (keystrokes queued meanwhile are taken in here). The ringbuffer's bytes
+    /// move into the state; [`Session::take_back`] returns them if the upgrade is called off.
+    pub fn export(&self, halted: &mut HaltedIo) -> io::Result<SessionState> {
+        if let Some(writer) = halted.writer.as_mut() {
+            while let Ok(bytes) = writer.input.try_recv() {
+                writer.pending.extend_from_slice(&bytes);
+            }
+        }
         let pty_fd = self
             .terminal
             .lock()
@@ -68,8 +75,9 @@ impl Session {
             .is_some();
         // Not caught up: the next binary catches the screen up from the ring when needed.
         let screen = self.screen().export();
-        let core = self.lock();
-        let ring = core.ring.contents();
+        let mut core = self.lock();
+        let capacity = core.ring.capacity();
+        let ring = std::mem::replace(&mut core.ring, RingBuffer::new(capacity)).into_contents();
         Ok(SessionState {
             id: self.id,
             name: core.name.clone(),
@@ -99,6 +107,13 @@ impl Session {
                 .unwrap_or_default(),
             screen: screen.into(),
         })
+    }
+
+    /// Takes back the ringbuffer [`Session::export`] moved into `state` (the upgrade was called
+    /// off).
+    pub fn take_back(&self, state: SessionState) {
+        let capacity = usize::try_from(state.ring_capacity).unwrap_or(usize::MAX);
+        self.lock().ring = RingBuffer::resumed(capacity, state.ring_start, state.ring);
     }
 
     /// The session `state` describes, around the PTY and program it names (already adopted as

@@ -541,7 +541,7 @@ impl Session {
         child.hang_up();
         // The session is gone from the registry, so nothing else will reap the program.
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(reap(child))),
+            Ok(runtime) => drop(runtime.spawn(reap(child, self.pid))),
             // Outside the runtime (the node is going away): no time to wait for it.
             Err(_) => child.kill(),
         }
@@ -639,9 +639,20 @@ async fn write_input(mut io: HaltedWriter, halt: CancellationToken) -> Option<Ha
     }
 }
 
+/// Programs hung up and not reaped yet, by pid: an upgrade in place hands them down, and the
+/// next binary finishes reaping them ([`reap`]).
+static REAPING: Mutex<std::collections::BTreeSet<u32>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+/// The pids of the programs being reaped now.
+pub fn reaping() -> Vec<u32> {
+    let reaping = REAPING.lock().unwrap_or_else(|p| p.into_inner());
+    reaping.iter().copied().collect()
+}
+
 /// Gives a hung-up program's group two seconds to leave, then insists; reaps the program either
 /// way.
-async fn reap(mut child: Box<dyn Child>) {
+pub async fn reap(mut child: Box<dyn Child>, pid: Option<u32>) {
     async fn gone(child: &mut Box<dyn Child>) -> bool {
         for _ in 0..40 {
             if !matches!(child.try_wait(), Ok(None)) {
@@ -651,9 +662,16 @@ async fn reap(mut child: Box<dyn Child>) {
         }
         false
     }
+    let reaping = || REAPING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(pid) = pid {
+        reaping().insert(pid);
+    }
     if !gone(&mut child).await {
         child.kill();
         gone(&mut child).await;
+    }
+    if let Some(pid) = pid {
+        reaping().remove(&pid);
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Registry {
     spawner: Arc<dyn PtySpawner>,
     host: String,
     config: NodeConfig,
+    /// No session is created or destroyed (an upgrade in place is writing them down).
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Registry {
@@ -59,7 +61,25 @@ impl Registry {
             spawner,
             host,
             config,
+            frozen: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Refuses (`true`) or allows again (`false`) creating and destroying sessions, while an
+    /// upgrade in place writes them down.
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen
+            .store(frozen, std::sync::atomic::Ordering::Release);
+    }
+
+    fn refuse_if_frozen(&self) -> Result<(), ErrorReply> {
+        if self.frozen.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(error(
+                ErrorKind::Limit,
+                format!("{} is upgrading in place; try again in a moment", self.host),
+            ));
+        }
+        Ok(())
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<Uuid, Arc<Session>>> {
@@ -149,6 +169,7 @@ impl Registry {
     }
 
     fn check_room(&self, name: Option<&str>) -> Result<(), ErrorReply> {
+        self.refuse_if_frozen()?;
         Self::room_in(&self.map(), &self.config, &self.host, name)
     }
 
@@ -217,6 +238,7 @@ impl Registry {
 
     /// Destroys a session: hangs up its processes and drops its scrollback.
     pub fn destroy(&self, id: Uuid) -> Result<(), ErrorReply> {
+        self.refuse_if_frozen()?;
         let session = self.map().remove(&id).ok_or_else(|| self.not_found(id))?;
         session.hang_up();
         tracing::info!(session = %id, "session destroyed");
@@ -235,6 +257,9 @@ impl Registry {
     /// Destroys every session unattached and idle for longer than `idle` at `now_ms`; returns
     /// their ids.
     pub fn destroy_idle(&self, idle: Duration, now_ms: u64) -> Vec<Uuid> {
+        if self.refuse_if_frozen().is_err() {
+            return Vec::new();
+        }
         let expired = expiry::expired(&self.idleness(), idle, now_ms);
         for id in &expired {
             let _ = self.destroy(*id);

@@ -85,6 +85,24 @@ impl RingBuffer {
         ring
     }
 
+    /// Every byte held, oldest first, and the offset of the first, taking the storage (no
+    /// copy): what [`RingBuffer::resumed`] takes back.
+    pub fn into_contents(mut self) -> Chunk {
+        let start = self.start();
+        let at = if self.storage.len() < self.capacity {
+            0
+        } else {
+            self.index(start)
+        };
+        self.storage.rotate_left(at);
+        self.storage.truncate(self.held);
+        Chunk {
+            lost: 0,
+            offset: start,
+            data: self.storage,
+        }
+    }
+
     /// Every byte held, oldest first, and the offset of the first.
     pub fn contents(&self) -> Chunk {
         let (a, b) = self.ranges(self.start(), self.len());
@@ -255,6 +273,7 @@ mod tests {
             let mut original = RingBuffer::new(capacity);
             original.push(&before);
             let held = original.contents();
+            prop_assert_eq!(&original.clone().into_contents(), &held);
             let mut resumed = RingBuffer::resumed(capacity, held.offset, held.data.clone());
             prop_assert_eq!(resumed.start(), original.start());
             prop_assert_eq!(resumed.end(), original.end());

@@ -189,24 +189,31 @@ impl Triggers {
     /// processes would not survive the upgrade.
     pub async fn hold(&self) -> Result<(), String> {
         self.held.store(true, std::sync::atomic::Ordering::Release);
-        let turn = self.turn.lock().await;
+        drop(self.turn.lock().await);
+        if let Err(going) = self.may_hold() {
+            self.release();
+            return Err(going);
+        }
+        self.flush().await;
+        Ok(())
+    }
+
+    /// Whether runs could be held back now: not while runs are going (say which).
+    pub fn may_hold(&self) -> Result<(), String> {
         let going: Vec<String> = self
             .lock()
             .controls
             .keys()
             .map(|(name, run)| format!("{name} (run {run})"))
             .collect();
-        drop(turn);
-        if !going.is_empty() {
-            self.release();
-            return Err(format!(
-                "trigger runs are in progress on {}: {}; upgrade once they end",
-                self.host,
-                going.join(", ")
-            ));
+        if going.is_empty() {
+            return Ok(());
         }
-        self.flush().await;
-        Ok(())
+        Err(format!(
+            "trigger runs are in progress on {}: {}; upgrade once they end",
+            self.host,
+            going.join(", ")
+        ))
     }
 
     /// Lets runs start again after [`Triggers::hold`].

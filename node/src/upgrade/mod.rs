@@ -31,7 +31,7 @@ use reexec::Reexec;
 use state::{NodeState, SessionState};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -45,8 +45,8 @@ const CLOSE_GRACE: Duration = Duration::from_millis(5);
 /// The node's upgrades in place: how to execute the next binary, and how the last one went.
 pub struct Upgrades {
     reexec: Arc<dyn Reexec>,
-    /// Upgrades in place since the node started.
-    generation: u64,
+    /// Upgrades in place since the node started (attempts included).
+    generation: AtomicU64,
     last: Mutex<Option<UpgradeOutcome>>,
     starts: mpsc::UnboundedSender<UpgradePlan>,
     started: Mutex<Option<mpsc::UnboundedReceiver<UpgradePlan>>>,
@@ -57,7 +57,7 @@ pub struct Upgrades {
 impl std::fmt::Debug for Upgrades {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upgrades")
-            .field("generation", &self.generation)
+            .field("generation", &self.generation.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -68,7 +68,7 @@ impl Upgrades {
         let (starts, started) = mpsc::unbounded_channel();
         Upgrades {
             reexec,
-            generation,
+            generation: AtomicU64::new(generation),
             last: Mutex::new(last),
             starts,
             started: Mutex::new(Some(started)),
@@ -101,8 +101,25 @@ fn refusal(message: String) -> ErrorReply {
     }
 }
 
+/// An upgrade that passed its checks, not handed to the run loop yet: dropped unstarted, it lets
+/// the next one be prepared.
+pub struct Prepared<'a> {
+    /// What it will do.
+    pub plan: UpgradePlan,
+    busy: &'a AtomicBool,
+    started: bool,
+}
+
+impl Drop for Prepared<'_> {
+    fn drop(&mut self) {
+        if !self.started {
+            self.busy.store(false, Ordering::Release);
+        }
+    }
+}
+
 /// Checks that an upgrade may start and that the new binary passes its dry run. Nothing stops.
-pub async fn prepare(node: &Node) -> Result<UpgradePlan, ErrorReply> {
+pub async fn prepare(node: &Node) -> Result<Prepared<'_>, ErrorReply> {
     let upgrades = &node.upgrades;
     if upgrades.busy.swap(true, Ordering::AcqRel) {
         return Err(refusal(format!(
@@ -110,30 +127,36 @@ pub async fn prepare(node: &Node) -> Result<UpgradePlan, ErrorReply> {
             node.host
         )));
     }
-    let exe = upgrades.reexec.exe();
-    let preview = preview(node);
-    let plan = match upgrades.reexec.check(exe.clone(), preview).await {
-        Ok(to_version) => Ok(UpgradePlan {
-            generation: upgrades.generation + 1,
+    let mut prepared = Prepared {
+        plan: UpgradePlan {
+            generation: upgrades.generation.load(Ordering::Acquire) + 1,
             from_version: VERSION.into(),
-            to_version,
-            exe: exe.display().to_string(),
-        }),
+            to_version: String::new(),
+            exe: upgrades.reexec.exe().display().to_string(),
+        },
+        busy: &upgrades.busy,
+        started: false,
+    };
+    if let Err(going) = node.triggers.may_hold() {
+        return Err(refusal(going));
+    }
+    let check = upgrades.reexec.check(upgrades.reexec.exe(), preview(node));
+    match check.await {
+        Ok(to_version) => {
+            prepared.plan.to_version = to_version;
+            Ok(prepared)
+        }
         Err(why) => Err(refusal(format!(
             "{why}; {} keeps running version {VERSION}",
             node.host
         ))),
-    };
-    if plan.is_err() {
-        upgrades.busy.store(false, Ordering::Release);
     }
-    plan
 }
 
 /// Hands a prepared upgrade to the node's run loop.
-pub fn start(node: &Node, plan: UpgradePlan) {
-    if node.upgrades.starts.send(plan).is_err() {
-        node.upgrades.busy.store(false, Ordering::Release);
+pub fn start(node: &Node, mut prepared: Prepared<'_>) {
+    if node.upgrades.starts.send(prepared.plan.clone()).is_ok() {
+        prepared.started = true;
     }
 }
 
@@ -148,10 +171,11 @@ fn preview(node: &Node) -> Vec<u8> {
         .collect();
     let state = NodeState {
         node_version: VERSION.into(),
-        generation: node.upgrades.generation + 1,
+        generation: node.upgrades.generation.load(Ordering::Acquire) + 1,
         paused_at_ns: 0,
         socket_fd: -1,
         sessions,
+        reaping: Vec::new(),
     };
     let mut bytes = Vec::new();
     // Writing to memory fails only if the encoder does; the dry run then says so.
@@ -163,81 +187,103 @@ fn preview(node: &Node) -> Vec<u8> {
 /// before and the failure recorded for [`cmdop_proto::LastUpgrade`].
 pub(crate) async fn perform(node: &Arc<Node>, plan: UpgradePlan) {
     let paused_at = monotonic_ns();
+    node.upgrades
+        .generation
+        .store(plan.generation, Ordering::Release);
     tracing::info!(from = %plan.from_version, to = %plan.to_version, exe = %plan.exe, "upgrading in place");
-    let error = match node.triggers.hold().await {
+    let (error, paused_ms) = match node.triggers.hold().await {
         Ok(()) => {
+            node.registry.freeze(true);
             let error = hand_over(node, &plan, paused_at).await;
+            node.registry.freeze(false);
             node.triggers.release();
-            error
+            (error, elapsed_ms(paused_at))
         }
-        Err(e) => e,
+        // Nothing was stopped.
+        Err(e) => (e, 0),
     };
     tracing::error!("upgrade in place failed, still running {VERSION}: {error}");
     node.upgrades.record(UpgradeOutcome {
         generation: plan.generation,
         from_version: VERSION.into(),
         to_version: VERSION.into(),
-        paused_ms: elapsed_ms(paused_at),
+        paused_ms,
         sessions: node.registry.all().len() as u32,
         error: Some(error),
     });
     node.upgrades.busy.store(false, Ordering::Release);
 }
 
-/// Stops the sessions' PTY tasks and the connections, and executes the new binary; if that
+/// Closes the connections, stops the sessions' PTY tasks and executes the new binary; if that
 /// fails, starts the tasks again and returns why.
 async fn hand_over(node: &Arc<Node>, plan: &UpgradePlan, paused_at: u64) -> String {
+    // No request or keystroke arrives from here on: the snapshot below is the last word.
+    let closed = node.live.close_all(
+        close_code::UPGRADING,
+        b"cmdop-node is upgrading in place; reconnecting",
+    );
     let sessions = node.registry.all();
     let mut halted = Vec::with_capacity(sessions.len());
     for session in &sessions {
         halted.push(session.halt_io().await);
     }
-    let closed = node.live.close_all(
-        close_code::UPGRADING,
-        b"cmdop-node is upgrading in place; reconnecting",
-    );
     if closed > 0 {
+        // The close frames leave before the process is replaced.
         tokio::time::sleep(CLOSE_GRACE).await;
     }
-    let error = exec(node, plan, paused_at, &sessions, &halted);
+    let error = exec(node, plan, paused_at, &sessions, &mut halted);
     for (session, halted) in sessions.iter().zip(halted) {
         session.resume_io(halted);
     }
     error
 }
 
-/// Writes the state down and executes the new binary; returns only on failure, with why.
+/// Writes the state down and executes the new binary; returns only on failure, with why, and
+/// every session as it was.
 fn exec(
     node: &Node,
     plan: &UpgradePlan,
     paused_at: u64,
     sessions: &[Arc<Session>],
-    halted: &[HaltedIo],
+    halted: &mut [HaltedIo],
 ) -> String {
-    let mut states = Vec::with_capacity(sessions.len());
-    let mut keep = Vec::with_capacity(sessions.len() + 1);
-    for (session, halted) in sessions.iter().zip(halted) {
+    let mut state = NodeState {
+        node_version: VERSION.into(),
+        generation: plan.generation,
+        paused_at_ns: paused_at,
+        socket_fd: node.socket.as_raw_fd(),
+        sessions: Vec::with_capacity(sessions.len()),
+        reaping: crate::session::reaping(),
+    };
+    let error = write_down_and_exec(node, plan, &mut state, sessions, halted);
+    // Called off: the ringbuffers go back to their sessions.
+    for (session, exported) in sessions.iter().zip(state.sessions) {
+        session.take_back(exported);
+    }
+    error
+}
+
+fn write_down_and_exec(
+    node: &Node,
+    plan: &UpgradePlan,
+    state: &mut NodeState,
+    sessions: &[Arc<Session>],
+    halted: &mut [HaltedIo],
+) -> String {
+    let mut keep = vec![state.socket_fd];
+    for (session, halted) in sessions.iter().zip(halted.iter_mut()) {
         match session.export(halted) {
-            Ok(state) => {
-                keep.push(state.pty_fd);
-                states.push(state);
+            Ok(exported) => {
+                keep.push(exported.pty_fd);
+                state.sessions.push(exported);
             }
             Err(e) => return format!("cannot hand session {} over: {e}", session.id),
         }
     }
-    let socket_fd = node.socket.as_raw_fd();
-    keep.push(socket_fd);
-    let state = NodeState {
-        node_version: VERSION.into(),
-        generation: plan.generation,
-        paused_at_ns: paused_at,
-        socket_fd,
-        sessions: states,
-    };
     let error = node
         .upgrades
         .reexec
-        .exec(Path::new(&plan.exe), &state, &keep);
+        .exec(Path::new(&plan.exe), state, &keep);
     format!("cannot execute {}: {error}", plan.exe)
 }
 

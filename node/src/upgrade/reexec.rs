@@ -29,6 +29,9 @@ pub const STATE_FD: &str = "CMDOP_UPGRADE_STATE_FD";
 pub const RETURN_FD: &str = "CMDOP_UPGRADE_RETURN_FD";
 /// Set when a new binary gave the state back: why.
 pub const FAILED: &str = "CMDOP_UPGRADE_FAILED";
+/// The path the node was first started from, carried across upgrades (the next binary is the
+/// one installed there, whatever the running one was executed as).
+pub const EXE: &str = "CMDOP_UPGRADE_EXE";
 
 /// Debug builds only: a binary started by an upgrade with this set refuses the state, as one
 /// that cannot read its format would (the tests of the way back use it).
@@ -72,11 +75,13 @@ pub struct NativeReexec {
 }
 
 impl NativeReexec {
-    /// Records how this process was started; call early in `main`.
-    pub fn from_process() -> NativeReexec {
+    /// Records how this process was started: from `exe` if an upgrade carried the path down,
+    /// else from the path it was invoked by (symbolic links not resolved: a link moved to a
+    /// new version is the new version).
+    pub fn from_process(exe: Option<PathBuf>) -> NativeReexec {
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_else(|| "cmdop-node".into());
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&arg0));
+        let exe = exe.unwrap_or_else(|| invoked_path(&arg0));
         let running = File::open("/proc/self/exe").map(OwnedFd::from).ok();
         NativeReexec {
             exe,
@@ -100,6 +105,7 @@ impl NativeReexec {
             .arg0(&self.arg0)
             .args(&self.args)
             .env(STATE_FD, memfd.as_raw_fd().to_string())
+            .env(EXE, &self.exe)
             .env_remove(FAILED);
         match &self.running {
             Some(running) => {
@@ -110,8 +116,11 @@ impl NativeReexec {
                 command.env_remove(RETURN_FD);
             }
         }
-        set_inherited(&handed, true)?;
-        let error = command.exec();
+        if let Err(e) = set_inherited(&handed, true) {
+            let _ = set_inherited(&handed, false);
+            return Err(e);
+        }
+        let error = exec_ignoring_usr2(&mut command);
         set_inherited(&handed, false)?;
         Err(error)
     }
@@ -132,6 +141,44 @@ impl Reexec for NativeReexec {
             Err(e) => e,
         }
     }
+}
+
+/// Executes `command` with SIGUSR2 ignored across `execve`: another upgrade signal arriving
+/// before the next binary handles it must not end the process (its default action). Restores
+/// the handler if `execve` fails.
+fn exec_ignoring_usr2(command: &mut std::process::Command) -> io::Error {
+    // SAFETY: sigaction with a zeroed action set to SIG_IGN, and a valid out-pointer for the
+    // previous action, which is put back unchanged.
+    unsafe {
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        let mut previous: libc::sigaction = std::mem::zeroed();
+        let saved = libc::sigaction(libc::SIGUSR2, &ignore, &mut previous) == 0;
+        let error = command.exec();
+        if saved {
+            libc::sigaction(libc::SIGUSR2, &previous, std::ptr::null_mut());
+        }
+        error
+    }
+}
+
+/// The path this process was invoked by, made absolute but not resolved: `argv[0]` if it names
+/// a path, else the first match on `PATH`, else the running binary.
+fn invoked_path(arg0: &std::ffi::OsStr) -> PathBuf {
+    let named = Path::new(arg0);
+    if named.components().count() > 1 {
+        return std::env::current_dir()
+            .map(|cwd| cwd.join(named))
+            .unwrap_or_else(|_| named.to_path_buf());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(named))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| named.to_path_buf())
 }
 
 /// Makes the descriptors `fds` survive `execve` (`inherited`) or close with it again.
@@ -164,8 +211,9 @@ async fn dry_run(exe: PathBuf, preview: Vec<u8>) -> CheckResult {
         .spawn()
         .map_err(|e| format!("cannot run the new binary {shown}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        // A binary that exits at once closes its stdin: its exit status says more.
-        let _ = stdin.write_all(&preview).await;
+        // Written beside the wait: a binary that never reads must not hold the node up. One
+        // that exits at once closes its stdin, and its exit status says more.
+        tokio::spawn(async move { stdin.write_all(&preview).await });
     }
     let output = tokio::time::timeout(CHECK_TIMEOUT, child.wait_with_output())
         .await
@@ -206,6 +254,8 @@ pub struct Handed {
     back: Option<OwnedFd>,
     /// Set when this process is that binary again, given the state back: why.
     pub failure: Option<String>,
+    /// The path the node was first started from.
+    pub exe: Option<PathBuf>,
     /// Refuse the state (debug builds, see [`TEST_REFUSE`]).
     refuse: bool,
 }
@@ -218,12 +268,14 @@ impl Handed {
         let state_fd = take_var(STATE_FD)?;
         let back = take_var(RETURN_FD);
         let failure = take_var(FAILED);
+        let exe = take_var(EXE).map(PathBuf::from);
         let refuse = take_var(TEST_REFUSE).is_some() && cfg!(debug_assertions);
         let state = owned_fd(&state_fd)?;
         Some(Handed {
             state: File::from(state),
             back: back.as_deref().and_then(owned_fd),
             failure,
+            exe,
             refuse,
         })
     }
@@ -238,8 +290,11 @@ impl Handed {
     }
 
     /// Gives the state back to the binary that handed it down, with `reason`; returns only if
-    /// that is impossible.
+    /// that is impossible. A binary that was itself given the state back never gives it on.
     pub fn give_back(self, reason: &str) -> io::Error {
+        if self.failure.is_some() {
+            return io::Error::other("this binary was already given the state back");
+        }
         let Some(back) = self.back else {
             return io::Error::other("the binary that handed the state down left no way back");
         };
@@ -249,21 +304,41 @@ impl Handed {
         }
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_else(|| "cmdop-node".into());
-        std::process::Command::new(format!("/proc/self/fd/{}", back.as_fd().as_raw_fd()))
+        let mut command =
+            std::process::Command::new(format!("/proc/self/fd/{}", back.as_fd().as_raw_fd()));
+        command
             .arg0(arg0)
             .args(args)
             .env(STATE_FD, self.state.as_raw_fd().to_string())
-            .env(FAILED, reason)
-            .env_remove(RETURN_FD)
-            .exec()
+            // Named so that the old binary takes it over and closes it.
+            .env(RETURN_FD, back.as_raw_fd().to_string())
+            .env(FAILED, reason);
+        if let Some(exe) = &self.exe {
+            command.env(EXE, exe);
+        }
+        let error = exec_ignoring_usr2(&mut command);
+        let _ = set_inherited(&fds, false);
+        error
     }
 }
 
-/// The UDP socket a previous binary handed down as descriptor `fd`.
+/// A copy of the UDP socket a previous binary handed down as descriptor `fd`; the descriptor
+/// itself stays open (for a way back) until [`close_inherited`].
 pub fn inherited_socket(fd: RawFd) -> io::Result<std::net::UdpSocket> {
-    let socket = owned_fd(&fd.to_string())
-        .ok_or_else(|| io::Error::other(format!("descriptor {fd} is not open")))?;
-    Ok(std::net::UdpSocket::from(socket))
+    if fd < 0 {
+        return Err(io::Error::other(format!("descriptor {fd} is not open")));
+    }
+    // SAFETY: borrowed only to duplicate it; it stays open in this process meanwhile.
+    let handed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let copy = rustix::io::fcntl_dupfd_cloexec(handed, 0)?;
+    Ok(std::net::UdpSocket::from(copy))
+}
+
+/// Closes a descriptor handed down and taken over by copy.
+pub fn close_inherited(fd: RawFd) {
+    if let Some(owned) = owned_fd(&fd.to_string()) {
+        drop(owned);
+    }
 }
 
 /// Reads and removes an environment variable.

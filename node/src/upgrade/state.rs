@@ -42,6 +42,9 @@ pub struct NodeState {
     pub socket_fd: i32,
     /// Every session.
     pub sessions: Vec<SessionState>,
+    /// Programs of destroyed sessions hung up and not reaped yet, by pid.
+    #[serde(default)]
+    pub reaping: Vec<u32>,
 }
 
 /// One session, as [`crate::session::Session::export`] writes it down.
@@ -266,6 +269,7 @@ mod tests {
             generation: 3,
             paused_at_ns: 42,
             socket_fd: 7,
+            reaping: vec![4321],
             sessions: vec![SessionState {
                 id: Uuid::now_v7(),
                 name: Some("build".into()),

@@ -277,12 +277,119 @@ fn a_binary_that_cannot_read_the_state_gives_it_back_to_the_old_one() {
         real = real.display()
     );
     up.install(script.as_bytes());
+    let fds = up.descriptors();
     let err = up.upgrade().fails();
     assert!(err.contains("cannot take the node over"), "{err}");
     assert!(err.contains("resumed"), "{err}");
     assert_eq!(up.node.pid(), pid);
     assert_eq!(up.scrollback("kept"), before);
     up.expect_variable_kept("kept");
+    assert_eq!(
+        up.descriptors(),
+        fds,
+        "the way back leaves no descriptor behind"
+    );
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "cmdop-node", "the process keeps its name");
+
+    // The binary installed at the node's path is still the one the next upgrade runs.
+    up.install_new_build();
+    let out = up.upgrade().ok();
+    assert!(out.contains("upgraded cmdop-node"), "{out}");
+    assert_eq!(up.running_exe(), up.exe.display().to_string());
+    up.expect_variable_kept("kept");
+}
+
+#[test]
+fn a_reload_with_a_broken_config_is_refused_by_the_dry_run() {
+    let mut up = Installed::start("upgrade-config");
+    up.create_with_variable("kept");
+    let config = up.home.path.join("config.yaml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{good}  listne: oops\n")).unwrap();
+    up.install_new_build();
+    // SAFETY: kill(2) with a valid signal on the node's own pid.
+    assert_eq!(
+        unsafe { libc::kill(up.node.pid() as i32, libc::SIGUSR2) },
+        0
+    );
+    let refused = wait_until(WAIT, || {
+        let log = up.node.log_text();
+        log.contains("not upgrading") && log.contains("listne")
+    });
+    assert!(refused, "{}", up.node.log_text());
+    assert!(up.node.is_running());
+    std::fs::write(&config, good).unwrap();
+    assert!(
+        up.running_exe().ends_with("(deleted)"),
+        "still the old binary"
+    );
+    up.expect_variable_kept("kept");
+}
+
+#[test]
+fn a_burst_of_upgrade_signals_never_ends_the_node() {
+    let mut up = Installed::start("upgrade-burst");
+    up.create_with_variable("kept");
+    up.install_new_build();
+    let pid = up.node.pid() as i32;
+    for _ in 0..30 {
+        // SAFETY: kill(2) with a valid signal on the node's own pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR2) }, 0);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    assert!(
+        wait_until(WAIT, || up.node.log_text().contains("upgraded in place")),
+        "{}",
+        up.node.log_text()
+    );
+    assert!(up.node.is_running(), "{}", up.node.log_text());
+    up.expect_variable_kept("kept");
+}
+
+#[test]
+fn a_program_being_hung_up_at_the_upgrade_is_still_reaped() {
+    let up = Installed::start("upgrade-reap");
+    up.create("stubborn");
+    up.send("stubborn", "trap '' HUP; echo armed\\n");
+    up.expect("stubborn", "armed");
+    let pid = up.session("stubborn")["pid"].as_u64().unwrap();
+    up.home.cmdop(&["session", "destroy", "stubborn"]).ok();
+    let out = up.upgrade().ok();
+    assert!(out.contains("upgraded cmdop-node"), "{out}");
+    // Hung up, it ignores SIGHUP: the new binary kills and reaps it when its grace is over.
+    let gone = wait_until(WAIT, || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(gone, "shell {pid} outlived its session across the upgrade");
+}
+
+#[test]
+fn an_upgrade_is_refused_at_once_while_a_trigger_runs() {
+    let up = Installed::start("upgrade-trigger");
+    let add = [
+        "trigger",
+        "add",
+        "--name",
+        "slow",
+        "--schedule",
+        "0 3 * * *",
+        "--machine",
+        "local",
+        "--shell",
+        "sleep 30",
+    ];
+    up.home.cmdop(&add).ok();
+    up.home.cmdop(&["trigger", "run", "slow"]).ok();
+    let started = Instant::now();
+    let err = up.upgrade().fails();
+    assert!(err.contains("trigger runs are in progress"), "{err}");
+    assert!(err.contains("slow"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -304,4 +411,28 @@ fn a_hundred_upgrades_leak_no_descriptor_and_no_memory() {
         "memory grew from {rss} KiB to {rss_after} KiB"
     );
     up.expect_variable_kept("kept");
+}
+
+#[test]
+fn a_node_started_through_a_symbolic_link_upgrades_to_where_the_link_points_now() {
+    let home = Home::new("upgrade-link");
+    let (v1, v2) = (home.path.join("v1"), home.path.join("v2"));
+    for dir in [&v1, &v2, &home.path.join("bin")] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::copy(bin("cmdop-node"), v1.join("cmdop-node")).unwrap();
+    std::fs::copy(bin("cmdop-node"), v2.join("cmdop-node")).unwrap();
+    let link = home.path.join("bin").join("cmdop-node");
+    std::os::unix::fs::symlink(v1.join("cmdop-node"), &link).unwrap();
+    let port = free_port();
+    home.write_config(&format!("node:\n  listen: 127.0.0.1:{port}\n"));
+    let node = NodeProcess::spawn_binary(&home, port, &link, &[]);
+    // As update-alternatives or a version manager moves a link.
+    let moved = home.path.join("bin").join("cmdop-node.new");
+    std::os::unix::fs::symlink(v2.join("cmdop-node"), &moved).unwrap();
+    std::fs::rename(&moved, &link).unwrap();
+    let out = home.cmdop_node(&["upgrade"]).ok();
+    assert!(out.contains("upgraded cmdop-node"), "{out}");
+    let running = std::fs::read_link(format!("/proc/{}/exe", node.pid())).unwrap();
+    assert_eq!(running, v2.join("cmdop-node"));
 }
