@@ -39,6 +39,7 @@ mod blackout;
 pub mod command;
 mod counters;
 pub mod impair;
+pub mod nat;
 mod relay;
 
 pub use command::{
