@@ -1,7 +1,7 @@
 //! A sans-IO NAT table: which external port an inside host's datagram leaves from, and which
 //! datagrams arriving at an external port are let in. No sockets and no clock: every call takes
 //! the current time as an [`Instant`], so tests can step time explicitly. The userspace NAT box
-//! that drives it over real loopback sockets is `nat_box`; the tests are in
+//! that drives it over real loopback sockets is [`crate::nat_box`]; the tests are in
 //! `nat/tests.rs`.
 //!
 //! The behaviours follow RFC 4787's vocabulary:
