@@ -39,7 +39,9 @@
 //! address-restricted, port-restricted, symmetric; idle mapping timeouts; expiry), and
 //! [`nat_box`] runs it on loopback as a [`NatBox`]: inside hosts talk through it with a
 //! [`NatSocket`] (a small header names the far end), and each external mapping is a real
-//! UDP socket, so outside peers see and dial an ordinary observed address.
+//! UDP socket, so outside peers see and dial an ordinary observed address. The binary runs
+//! one with `cmdop-netsim --nat KIND [--nat-timeout 30s] [--outside-ip 127.0.0.11]` (stdin
+//! commands `expire`, `mappings`, `stats`, `quit`; see [`nat_box::control`]).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {

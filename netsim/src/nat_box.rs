@@ -57,6 +57,7 @@ use tracing::debug;
 
 use crate::nat::{Nat, NatConfig, NatKind, DEFAULT_MAPPING_TIMEOUT};
 
+pub mod control;
 pub mod frame;
 mod socket;
 #[cfg(test)]
