@@ -79,6 +79,11 @@ impl NatKind {
         self == NatKind::Symmetric
     }
 
+    /// Whether inbound datagrams are checked against where the inside host sent.
+    fn filters(self) -> bool {
+        !matches!(self, NatKind::None | NatKind::FullCone)
+    }
+
     /// Whether mappings lapse when idle.
     fn expires(self) -> bool {
         self != NatKind::None
@@ -227,13 +232,16 @@ impl Nat {
         new_port: impl FnOnce(&mut Nat) -> Option<u16>,
     ) -> Option<Outbound> {
         let key = self.key_for(inside, dest);
+        let filters = self.config.kind.filters();
         let (external_port, created) = match self.live_port(key, now) {
             Some(port) => (port, false),
             None => (self.create_mapping(key, now, new_port)?, true),
         };
         let mapping = self.by_port.get_mut(&external_port)?;
         mapping.last_outbound = now;
-        mapping.sent_to.insert(dest, now);
+        if filters {
+            mapping.sent_to.insert(dest, now);
+        }
         Some(Outbound {
             external_port,
             created,

@@ -18,26 +18,34 @@
 //! its own box's external address gets hairpinning for free. Give each box its own outside IP
 //! (Linux routes all of 127.0.0.0/8 to loopback: 127.0.0.11, 127.0.0.12, ...): with every box
 //! and peer on 127.0.0.1, address-restricted filtering could not tell them apart and would
-//! behave like full cone.
+//! behave like full cone. Kind `none` still needs the box on loopback (the observed address
+//! is the box's, not the host's); it just never filters and never lapses.
 //!
 //! Mappings lapse after the idle timeout (outbound traffic refreshes them, inbound does not);
 //! a sweeper task removes them and closes their sockets, so a peer's datagrams to a lapsed
-//! mapping go nowhere, and the next outbound datagram gets a new external port.
+//! mapping go nowhere, and the next outbound datagram opens a new mapping (on whatever port
+//! the OS gives its socket, usually a new one).
 //! [`NatBox::expire_all`] does the same to every mapping at once (a NAT reboot).
 //!
 //! ## A quinn endpoint behind a box
 //!
-//! Quinn takes any `quinn::AsyncUdpSocket`; a wrapper around a socket connected to the
-//! box's inside address would, in `create_sender`'s `poll_send`, write
-//! [`frame::encode`]`(transmit.destination, transmit.contents)` (one datagram per transmit:
-//! report `max_transmit_segments() == 1`, so there is no GSO to split), and in `poll_recv`
-//! call [`frame::decode_header`], move the payload to the front of the buffer with
-//! `copy_within`, and set `meta.addr` to the decoded source and `meta.len`/`meta.stride` to
-//! the payload length (`max_receive_segments() == 1`, no ECN, `dst_ip` none). A frame that
-//! does not decode is dropped, as a corrupt datagram would be. The header costs at most
-//! [`frame::MAX_HEADER_LEN`] bytes of loopback's 64 KiB MTU, so quinn's path MTU is
-//! unaffected. Quinn then sees the peer's true address, which is what hole punching needs:
-//! the meeting node's "observed address" of the other side is directly dialable.
+//! Quinn 0.11 takes any `quinn::AsyncUdpSocket` through
+//! `Endpoint::new_with_abstract_socket`. A wrapper around a tokio socket connected to the
+//! box's inside address would:
+//! - `try_send`: write [`frame::encode`]`(transmit.destination, transmit.contents)` as one
+//!   datagram. Report `max_transmit_segments() == 1`, so quinn never hands over a GSO batch
+//!   (`segment_size` is then always `None`); ECN and `src_ip` are dropped.
+//! - `poll_recv`: receive one datagram into `bufs[0]`, call [`frame::decode_header`], move the
+//!   payload to the front with `copy_within`, and set `meta[0].addr` to the decoded source,
+//!   `len` and `stride` to the payload length, `ecn` and `dst_ip` to `None`; report
+//!   `max_receive_segments() == 1`. Skip a frame that does not decode, as a corrupt datagram.
+//! - `create_io_poller`: wait for the inner socket to be writable, like quinn's own tokio
+//!   socket; `local_addr`: the inner socket's (the inside address).
+//!
+//! The header costs at most [`frame::MAX_HEADER_LEN`] bytes of loopback's 64 KiB MTU, so
+//! quinn's path MTU is unaffected. Quinn then sees peers' true addresses, which is what hole
+//! punching needs: the meeting node's "observed address" of the other side is dialable as is.
+//! [`NatSocket`] is the same seam for plain tokio code.
 //!
 //! (Quinn is not a dependency of this crate; the wrapper belongs with the transport that uses
 //! it.)
