@@ -1,0 +1,210 @@
+//! Reaching a node behind NAT through a meeting node: the home node registers at the meeting
+//! node, the client dials only the meeting node (it is never told the home node's port), and
+//! the terminal runs end to end over the relayed stream. Also the three ways it fails, each in
+//! one sentence and without hanging.
+
+use cmdop_e2e::pty::Terminal;
+use cmdop_e2e::{bin, free_port, wait_until, Home, NodeProcess};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A meeting node `vps`, a home node registered there as `home`, and a client that knows
+/// `vps` by address and `home` only as `--via vps`.
+struct Meeting {
+    vps_home: Home,
+    vps: NodeProcess,
+    home_home: Home,
+    home: NodeProcess,
+    client: Home,
+    home_key: String,
+    vps_key: String,
+}
+
+fn node_key(home: &Home) -> String {
+    home.cmdop_node(&["id"]).ok().trim().to_string()
+}
+
+impl Meeting {
+    /// Starts both nodes; `authorize_relay` says whether the meeting node authorizes the home
+    /// node's key with 'cmdop-node authorize --relay'.
+    fn start(tag: &str, authorize_relay: bool) -> Meeting {
+        let vps_home = Home::new(&format!("{tag}-vps"));
+        let vps = NodeProcess::start(&vps_home, free_port(), "");
+        let vps_key = node_key(&vps_home);
+        let home_home = Home::new(&format!("{tag}-home"));
+        let home_key = node_key(&home_home);
+        if authorize_relay {
+            vps_home
+                .cmdop_node(&["authorize", "--relay", &home_key])
+                .ok();
+        }
+        let rendezvous = format!(
+            "name: home\nrendezvous:\n  - name: vps\n    addr: {}\n    fingerprint: {vps_key}\n",
+            vps.addr()
+        );
+        let home = NodeProcess::start(&home_home, free_port(), &rendezvous);
+        let client = Home::new(&format!("{tag}-client"));
+        client.write_config(&format!(
+            "client:\n  connect_timeout: 3s\nhosts:\n  vps:\n    addr: {}\n",
+            vps.addr()
+        ));
+        let client_key = client.cmdop(&["id"]).ok().trim().to_string();
+        vps_home.cmdop_node(&["authorize", &client_key]).ok();
+        home_home.cmdop_node(&["authorize", &client_key]).ok();
+        let out = client.cmdop(&["host", "add", "home", "--via", "vps"]).ok();
+        assert!(out.contains("added host home (via vps)"), "{out}");
+        Meeting {
+            vps_home,
+            vps,
+            home_home,
+            home,
+            client,
+            home_key,
+            vps_key,
+        }
+    }
+
+    /// Waits until the home node logged its `n`th registration at vps.
+    fn wait_registered(&self, n: usize) {
+        let registered = wait_until(WAIT, || {
+            self.home
+                .log_text()
+                .matches("registered for relaying")
+                .count()
+                >= n
+        });
+        assert!(
+            registered,
+            "home never registered: {}",
+            self.home.log_text()
+        );
+    }
+
+    fn connect(&self, args: &[&str]) -> Terminal {
+        let mut all = vec!["connect", "home"];
+        all.extend_from_slice(args);
+        Terminal::spawn(&bin("cmdop"), &all, &self.client.path, 30, 100)
+    }
+}
+
+#[test]
+fn relayed_terminal_attaches_detaches_and_pins_the_home_key() {
+    let meeting = Meeting::start("relay-term", true);
+    meeting.wait_registered(1);
+    assert_ne!(meeting.home_key, meeting.vps_key);
+
+    let mut term = meeting.connect(&["--name", "work"]);
+    term.type_line("echo relayed-$((40+2))");
+    term.expect("relayed-42", WAIT);
+    term.type_bytes(b"\x04");
+    assert_eq!(term.wait_exit(WAIT), Some(0), "{}", term.text());
+    term.expect("detached from session work", WAIT);
+
+    // Reattaching replays the scrollback, through the relay again.
+    let mut again = meeting.connect(&["--session", "work"]);
+    again.expect("relayed-42", WAIT);
+    again.type_line("echo again-$((1+1))");
+    again.expect("again-2", WAIT);
+    again.type_bytes(b"\x04");
+    assert_eq!(again.wait_exit(WAIT), Some(0), "{}", again.text());
+
+    // The client pinned the home node's own key, apart from the meeting node's.
+    let pins = std::fs::read_to_string(meeting.client.path.join("known_nodes")).unwrap();
+    assert!(
+        pins.contains(&format!("home@vps {}", meeting.home_key)),
+        "{pins}"
+    );
+    assert!(
+        pins.contains(&format!("{} {}", meeting.vps.addr(), meeting.vps_key)),
+        "{pins}"
+    );
+    let list = meeting.client.cmdop(&["connect", "--list"]).ok();
+    let row = list.lines().find(|l| l.starts_with("home")).unwrap_or("");
+    assert!(row.contains("via vps") && row.contains("online"), "{list}");
+    let hosts = meeting.client.cmdop(&["host", "list"]).ok();
+    assert!(hosts.contains(&meeting.home_key), "{hosts}");
+
+    // The session lives on the home node.
+    let on_home = meeting
+        .home_home
+        .cmdop(&["session", "list", "--host", "local"])
+        .ok();
+    assert!(on_home.contains("work"), "{on_home}");
+
+    // Both ends saw the relay: the meeting node spliced, the home node took relayed clients
+    // on its virtual endpoint (from a synthetic address, never the client's port).
+    assert!(
+        meeting.vps.log_text().contains("relaying"),
+        "{}",
+        meeting.vps.log_text()
+    );
+    let home_log = meeting.home.log_text();
+    assert!(home_log.contains("relayed client"), "{home_log}");
+    assert!(home_log.contains("100.64.0."), "{home_log}");
+}
+
+#[test]
+fn a_changed_home_key_is_refused() {
+    let meeting = Meeting::start("relay-pin", true);
+    meeting.wait_registered(1);
+    meeting.client.cmdop(&["session", "create", "home"]).ok();
+    // Someone else registers as home at vps: a node with another key.
+    let known = meeting.client.path.join("known_nodes");
+    let pins = std::fs::read_to_string(&known).unwrap();
+    let forged = pins.replace(
+        &format!("home@vps {}", meeting.home_key),
+        &format!("home@vps {}", meeting.vps_key),
+    );
+    std::fs::write(&known, forged).unwrap();
+    let err = meeting.client.cmdop(&["session", "create", "home"]).fails();
+    assert!(err.contains("NODE KEY CHANGED for home"), "{err}");
+    assert!(err.contains(&meeting.home_key), "{err}");
+}
+
+/// Runs `cmdop session create home` and returns its stderr, checking it failed in time.
+fn create_fails(client: &Home) -> String {
+    let started = Instant::now();
+    let err = client.cmdop(&["session", "create", "home"]).fails();
+    assert!(started.elapsed() < WAIT, "took {:?}", started.elapsed());
+    err
+}
+
+#[test]
+fn relay_failures_are_one_sentence_each() {
+    let mut meeting = Meeting::start("relay-errors", false);
+    let key = meeting.home_key.clone();
+    let sentence = format!(
+        "vps does not authorize relay node key {key}; on vps run 'cmdop-node authorize --relay {key}'"
+    );
+    let logged = wait_until(WAIT, || meeting.home.log_text().contains(&sentence));
+    assert!(logged, "{}", meeting.home.log_text());
+    let err = create_fails(&meeting.client);
+    assert!(
+        err.contains(
+            "no node named home is registered at vps; is its node.rendezvous set and is it online?"
+        ),
+        "{err}"
+    );
+
+    // Authorized now: the home node registers by itself on its next attempt.
+    meeting
+        .vps_home
+        .cmdop_node(&["authorize", "--relay", &key])
+        .ok();
+    meeting.wait_registered(1);
+    meeting.client.cmdop(&["session", "create", "home"]).ok();
+
+    // The meeting node offline: the usual offline sentence, naming vps.
+    meeting.vps.stop();
+    let err = create_fails(&meeting.client);
+    assert!(
+        err.contains("vps (127.0.0.1:") && err.contains("is offline"),
+        "{err}"
+    );
+
+    // Back on the same port: the home node registers again within seconds.
+    meeting.vps = NodeProcess::spawn(&meeting.vps_home, meeting.vps.port);
+    meeting.wait_registered(2);
+    meeting.client.cmdop(&["session", "create", "home"]).ok();
+}
