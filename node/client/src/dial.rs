@@ -245,27 +245,30 @@ impl Dialer {
         match meeting.call(relay).await {
             Ok(()) => {}
             Err(ClientError::Rejected(e)) if e.kind == ErrorKind::NotFound => {
-                return Err(ClientError::Refused(format!(
-                    "no node named {} is registered at {}; is its node.rendezvous set and is it online?",
-                    target.name, via.name
-                )))
+                return Err(ClientError::Unregistered {
+                    name: target.name.clone(),
+                    via: via.name.clone(),
+                })
             }
             Err(e) => return Err(e),
         }
         let socket = VirtualSocket::new(crate::vsock::synthetic_addr(0));
         let (send, recv) = meeting.into_streams();
         let (recv, buffered) = recv.into_parts();
-        let addr = socket.add_peer(send.into_inner(), recv, buffered);
+        let peer = socket.add_peer(send.into_inner(), recv, buffered);
         let endpoint = socket
             .endpoint(quinn::EndpointConfig::default(), None)
             .map_err(|e| ClientError::setup_from("cannot open a relayed socket", e))?;
         let way = Way {
             endpoint: &endpoint,
-            addr,
+            addr: peer.addr,
             started,
         };
-        self.connect_on(way, target, credential, alpn, version)
-            .await
+        let client = self
+            .connect_on(way, target, credential, alpn, version)
+            .await?;
+        tokio::spawn(close_when_relay_ends(client.connection.clone(), peer.ended));
+        Ok(client)
     }
 
     /// Dials `target` on `way`: handshake, pin check, hello, and the pin of a new key.
@@ -385,6 +388,19 @@ impl Dialer {
                     ClientError::setup_from(&context, e)
                 }),
         }
+    }
+}
+
+/// Closes a relayed connection as soon as its relayed stream ends (the meeting node or the
+/// node's registration went away), so a live terminal reconnects at once instead of after the
+/// idle timeout.
+async fn close_when_relay_ends(
+    connection: quinn::Connection,
+    ended: tokio::sync::oneshot::Receiver<()>,
+) {
+    tokio::select! {
+        _ = ended => connection.close(close_code::DONE.into(), b"the relay ended"),
+        _ = connection.closed() => {}
     }
 }
 

@@ -109,6 +109,15 @@ pub fn synthetic_addr(n: u32) -> SocketAddr {
     SocketAddr::new(ip.into(), 7443)
 }
 
+/// A relayed peer just added: its synthetic address, and word when its stream ends.
+#[derive(Debug)]
+pub struct Peer {
+    /// The address quinn knows the peer by.
+    pub addr: SocketAddr,
+    /// Completes (or fails) when the relayed stream ended.
+    pub ended: tokio::sync::oneshot::Receiver<()>,
+}
+
 type Routes = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 
 /// A UDP socket whose peers are relayed streams.
@@ -141,14 +150,14 @@ impl VirtualSocket {
         })
     }
 
-    /// Adds a relayed stream as a new peer and returns its synthetic address. `buffered` holds
-    /// bytes of the stream already read. The peer is gone when the stream ends or fails.
+    /// Adds a relayed stream as a new peer with a synthetic address. `buffered` holds bytes of
+    /// the stream already read. The peer is gone when the stream ends or fails.
     pub fn add_peer(
         &self,
         send: quinn::SendStream,
         recv: quinn::RecvStream,
         buffered: Vec<u8>,
-    ) -> SocketAddr {
+    ) -> Peer {
         let peer = loop {
             let peer = synthetic_addr(self.next_peer.fetch_add(1, Ordering::Relaxed));
             if !self.lock_routes().contains_key(&peer) {
@@ -157,18 +166,16 @@ impl VirtualSocket {
         };
         let (outbound_tx, outbound) = mpsc::channel(QUEUE);
         self.lock_routes().insert(peer, outbound_tx);
+        let (ended_tx, ended) = tokio::sync::oneshot::channel();
         let link = Link {
             peer,
             inbound: self.inbound_tx.clone(),
             routes: self.routes.clone(),
+            ended: ended_tx,
         };
-        tokio::spawn(link.run(
-            send,
-            recv,
-            DatagramDecoder::with_buffered(buffered),
-            outbound,
-        ));
-        peer
+        let decoder = DatagramDecoder::with_buffered(buffered);
+        tokio::spawn(link.run(send, recv, decoder, outbound));
+        Peer { addr: peer, ended }
     }
 
     /// How many relayed peers are connected.
@@ -200,6 +207,7 @@ struct Link {
     peer: SocketAddr,
     inbound: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     routes: Routes,
+    ended: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Link {
@@ -229,6 +237,7 @@ impl Link {
         let _ = send.finish();
         let _ = recv.stop(0u32.into());
         tracing::debug!(peer = %self.peer, "relayed stream ended");
+        let _ = self.ended.send(());
     }
 
     async fn read(&self, recv: &mut quinn::RecvStream, mut decoder: DatagramDecoder) {

@@ -17,10 +17,12 @@ use cmdop_proto::config::Rendezvous;
 use cmdop_proto::{
     close_code, Call, Hello, HelloReply, Register, RelayOpen, Reply, ALPN, PROTOCOL_VERSION,
 };
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +44,8 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RelayEndpoint {
     socket: Arc<VirtualSocket>,
     endpoint: quinn::Endpoint,
+    /// Word of each relayed stream's end, by peer address, until its connection is accepted.
+    ends: Mutex<HashMap<SocketAddr, oneshot::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for RelayEndpoint {
@@ -58,7 +62,30 @@ impl RelayEndpoint {
             node_endpoint_config(identity),
             Some(server_config(identity)?),
         )?;
-        Ok(RelayEndpoint { socket, endpoint })
+        Ok(RelayEndpoint {
+            socket,
+            endpoint,
+            ends: Mutex::default(),
+        })
+    }
+
+    fn ends(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, oneshot::Receiver<()>>> {
+        // No code panics while holding this lock.
+        self.ends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes `connection` when its relayed stream ends, so its attachments end at once.
+    fn close_with_stream(&self, connection: &quinn::Connection) {
+        let Some(ended) = self.ends().remove(&connection.remote_address()) else {
+            return;
+        };
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = ended => connection.close(close_code::DONE.into(), b"the relay ended"),
+                _ = connection.closed() => {}
+            }
+        });
     }
 
     /// Closes every relayed connection.
@@ -102,9 +129,13 @@ async fn accept_relayed(node: Arc<Node>, relay: Arc<RelayEndpoint>, shutdown: Ca
         let node = node.clone();
         let token = shutdown.child_token();
         let guard = HandshakeGuard::enter(&handshakes);
+        let relay = relay.clone();
         tasks.spawn(async move {
             match incoming.await {
-                Ok(connection) => node.serve_connection(connection, token, guard).await,
+                Ok(connection) => {
+                    relay.close_with_stream(&connection);
+                    node.serve_connection(connection, token, guard).await
+                }
                 Err(e) => tracing::info!("relayed handshake failed: {e}"),
             }
         });
@@ -312,5 +343,10 @@ async fn open_relayed(relay: &RelayEndpoint, send: quinn::SendStream, recv: quin
     };
     let (recv, buffered) = recv.into_parts();
     let peer = relay.socket.add_peer(send, recv, buffered);
-    tracing::info!(client = %open.client, from = %open.client_addr, %peer, "relayed client");
+    let mut ends = relay.ends();
+    // Forget streams that ended before their connection was accepted.
+    ends.retain(|_, ended| matches!(ended.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+    ends.insert(peer.addr, peer.ended);
+    drop(ends);
+    tracing::info!(client = %open.client, from = %open.client_addr, peer = %peer.addr, "relayed client");
 }

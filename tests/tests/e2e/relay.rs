@@ -145,6 +145,28 @@ fn relayed_terminal_attaches_detaches_and_pins_the_home_key() {
 }
 
 #[test]
+fn a_relayed_terminal_survives_a_meeting_node_restart() {
+    let mut meeting = Meeting::start("relay-restart", true);
+    meeting.wait_registered(1);
+    let mut term = meeting.connect(&["--name", "kept"]);
+    term.type_line("echo before-$((2+3))");
+    term.expect("before-5", WAIT);
+
+    meeting.vps.stop();
+    meeting.vps = NodeProcess::spawn(&meeting.vps_home, meeting.vps.port);
+    let restarted = Instant::now();
+    meeting.wait_registered(2);
+    let registered_in = restarted.elapsed();
+    assert!(registered_in < Duration::from_secs(5), "{registered_in:?}");
+
+    // The live terminal reconnects through the restarted meeting node by itself.
+    term.type_line("echo after-$((3+4))");
+    term.expect("after-7", Duration::from_secs(20));
+    term.type_bytes(b"\x04");
+    assert_eq!(term.wait_exit(WAIT), Some(0), "{}", term.text());
+}
+
+#[test]
 fn a_changed_home_key_is_refused() {
     let meeting = Meeting::start("relay-pin", true);
     meeting.wait_registered(1);
