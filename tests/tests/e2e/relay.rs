@@ -109,6 +109,37 @@ fn relayed_terminal_attaches_detaches_and_pins_the_home_key() {
     again.type_bytes(b"\x04");
     assert_eq!(again.wait_exit(WAIT), Some(0), "{}", again.text());
 
+    // Takeover: a second interactive client wins, the first is told.
+    let mut first = meeting.connect(&["--session", "work"]);
+    first.expect("again-2", WAIT);
+    let mut second = meeting.connect(&["--session", "work", "--takeover"]);
+    second.expect("again-2", WAIT);
+    assert_eq!(first.wait_exit(WAIT), Some(0), "{}", first.text());
+    first.expect("taken over by client", WAIT);
+    second.type_bytes(b"\x04");
+    assert_eq!(second.wait_exit(WAIT), Some(0), "{}", second.text());
+
+    // Show, save and restore, relayed.
+    let client = &meeting.client;
+    let tail = client
+        .cmdop(&["session", "show", "work", "--tail", "20"])
+        .ok();
+    assert!(tail.contains("again-2"), "{tail}");
+    let file = client.path.join("work.json");
+    let file = file.to_str().unwrap();
+    client
+        .cmdop(&["session", "save", "work", "--to", file])
+        .ok();
+    client
+        .cmdop(&[
+            "session", "restore", "--from", file, "--host", "home", "--name", "copy",
+        ])
+        .ok();
+    let copy = client
+        .cmdop(&["session", "show", "copy", "--tail", "50"])
+        .ok();
+    assert!(copy.contains("relayed-42"), "{copy}");
+
     // The client pinned the home node's own key, apart from the meeting node's.
     let pins = std::fs::read_to_string(meeting.client.path.join("known_nodes")).unwrap();
     assert!(
@@ -229,4 +260,12 @@ fn relay_failures_are_one_sentence_each() {
     meeting.vps = NodeProcess::spawn(&meeting.vps_home, meeting.vps.port);
     meeting.wait_registered(2);
     meeting.client.cmdop(&["session", "create", "home"]).ok();
+
+    // The home node gone without a word: offline or not registered, in time either way.
+    meeting.home.crash();
+    let err = create_fails(&meeting.client);
+    assert!(
+        err.contains("home (home@vps) is offline") || err.contains("no node named home"),
+        "{err}"
+    );
 }
