@@ -62,7 +62,7 @@ enum Command {
         #[arg(long, default_value = "24h")]
         valid: HumanDuration,
     },
-    /// List the authorized client keys.
+    /// List the authorized client keys, then the relay node keys (marked as such).
     Clients,
     /// Print a shell completion script.
     Completions(cmdop_dist::CompletionsArgs),
@@ -155,6 +155,9 @@ fn run(cli: Cli, handed: Option<Handed>) -> anyhow::Result<()> {
         Command::Clients => {
             for fingerprint in AuthorizedClients::new(&home).list()? {
                 println!("{fingerprint}");
+            }
+            for fingerprint in AuthorizedClients::relay_nodes(&home).list()? {
+                println!("{fingerprint} (relay node)");
             }
             Ok(())
         }

@@ -46,7 +46,8 @@ use cmdop_client::wire::{FramedRecv, FramedSend, RecvError};
 use cmdop_proto::config::{Config, Rendezvous};
 use cmdop_proto::frame::FrameError;
 use cmdop_proto::{
-    close_code, Credential, ErrorKind, ErrorReply, Hello, HelloReply, Request, PROTOCOL_VERSION,
+    close_code, Credential, ErrorKind, ErrorReply, Hello, HelloReply, Reply, Request,
+    PROTOCOL_VERSION,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -508,63 +509,59 @@ impl Node {
             fingerprint,
             admission,
         };
-        let on_malformed = closer(&connection);
-        let mut registrations = Vec::new();
-        loop {
-            let served = control::serve(
-                &self,
-                &requester,
-                &mut send,
-                &mut recv,
-                &on_malformed,
-                &shutdown,
-            );
-            let reply = match served.await {
-                None => break,
-                Some(Request::Relay(relay)) => {
-                    let joined = self
-                        .registered
-                        .open(
-                            &relay.to,
-                            connection.remote_address(),
-                            &requester.fingerprint,
-                            &self.host,
-                        )
-                        .await;
-                    match joined {
-                        Ok(joined) => {
-                            if send.send(&cmdop_proto::Reply::Done).await.is_ok() {
-                                tracing::info!(to = %relay.to, "relaying");
-                                relay::splice(send, recv, joined).await;
-                            }
-                            return;
-                        }
-                        Err(e) => cmdop_proto::Reply::Error(e),
-                    }
-                }
-                Some(Request::Register(register)) => {
-                    match self.register_relay_node(
-                        &register.name,
-                        &requester.fingerprint,
-                        &connection,
-                    ) {
-                        Ok(guard) => {
-                            registrations.push(guard);
-                            cmdop_proto::Reply::Done
-                        }
-                        Err(e) => cmdop_proto::Reply::Error(e),
-                    }
-                }
-                Some(_) => break,
-            };
-            if send.send(&reply).await.is_err() {
-                break;
-            }
-        }
-        drop(registrations);
+        self.serve_control(&connection, &requester, send, recv, &shutdown)
+            .await;
         // The control stream is done; attachments may continue on the connection.
         if let Some(attachments) = attachments {
             let _ = attachments.await;
+        }
+    }
+
+    /// Serves the control stream: requests, registrations (held until the stream ends), and at
+    /// most one relay, after which the stream carries the relayed bytes until either side ends.
+    async fn serve_control(
+        &self,
+        connection: &quinn::Connection,
+        requester: &Requester,
+        mut send: FramedSend,
+        mut recv: FramedRecv,
+        shutdown: &CancellationToken,
+    ) {
+        let on_malformed = closer(connection);
+        let mut registrations = Vec::new();
+        loop {
+            let served = control::serve(
+                self,
+                requester,
+                &mut send,
+                &mut recv,
+                &on_malformed,
+                shutdown,
+            );
+            let reply = match served.await {
+                None => return,
+                Some(Request::Relay(relay)) => {
+                    let client = (connection.remote_address(), &requester.fingerprint);
+                    match self.registered.open(&relay.to, client, &self.host).await {
+                        Ok(joined) => return relay::join(send, recv, joined, &relay.to).await,
+                        Err(e) => Reply::Error(e),
+                    }
+                }
+                Some(Request::Register(register)) => {
+                    let fingerprint = &requester.fingerprint;
+                    match self.register_relay_node(&register.name, fingerprint, connection) {
+                        Ok(guard) => {
+                            registrations.push(guard);
+                            Reply::Done
+                        }
+                        Err(e) => Reply::Error(e),
+                    }
+                }
+                Some(_) => return,
+            };
+            if send.send(&reply).await.is_err() {
+                return;
+            }
         }
     }
 

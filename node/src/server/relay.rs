@@ -113,8 +113,7 @@ impl Registered {
     pub async fn open(
         &self,
         to: &str,
-        client_addr: SocketAddr,
-        client: &Fingerprint,
+        (client_addr, client): (SocketAddr, &Fingerprint),
         host: &str,
     ) -> Result<Joined, ErrorReply> {
         let connection = self.names().get(to).map(|r| r.connection.clone());
@@ -147,9 +146,18 @@ impl Registered {
     }
 }
 
+/// Tells the client its control stream is joined to the node registered as `to`, then
+/// splices the two.
+pub async fn join(mut send: FramedSend, recv: FramedRecv, joined: Joined, to: &str) {
+    if send.send(&cmdop_proto::Reply::Done).await.is_ok() {
+        tracing::info!(%to, "relaying");
+        splice(send, recv, joined).await;
+    }
+}
+
 /// Copies bytes both ways between the client's control stream and the registered node's
 /// stream until either side ends or fails; then both are ended.
-pub async fn splice(client_send: FramedSend, client_recv: FramedRecv, joined: Joined) {
+async fn splice(client_send: FramedSend, client_recv: FramedRecv, joined: Joined) {
     let mut client_send = client_send.into_inner();
     let (mut client_recv, buffered) = client_recv.into_parts();
     let Joined {
