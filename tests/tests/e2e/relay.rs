@@ -3,8 +3,10 @@
 //! the terminal runs end to end over the relayed stream. Also the three ways it fails, each in
 //! one sentence and without hanging.
 
+use cmdop_client::dial::{ClientError, Dialer, Target};
 use cmdop_e2e::pty::Terminal;
 use cmdop_e2e::{bin, free_port, wait_until, Home, NodeProcess};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -268,4 +270,56 @@ fn relay_failures_are_one_sentence_each() {
         err.contains("home (home@vps) is offline") || err.contains("no node named home"),
         "{err}"
     );
+}
+
+/// A dialer that presents the node key of `home` (as a node behind NAT does).
+fn node_dialer(home: &Home, runtime: &tokio::runtime::Runtime) -> Dialer {
+    let identity =
+        cmdop_certs::Identity::load_or_create(&home.path, cmdop_client::home::NODE_IDENTITY)
+            .unwrap();
+    let pins = home.path.join("known_nodes_test");
+    runtime.block_on(async { Dialer::new(Arc::new(identity), pins, WAIT).unwrap() })
+}
+
+#[test]
+fn a_relay_key_may_only_register_and_names_are_not_stolen() {
+    let meeting = Meeting::start("relay-limits", true);
+    meeting.wait_registered(1);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let vps = Target::direct("vps", &meeting.vps.addr());
+
+    // The home node's key is no client of vps: it may register and do nothing else.
+    let dialer = node_dialer(&meeting.home_home, &runtime);
+    let mut as_node = runtime.block_on(dialer.connect(&vps, None)).unwrap();
+    for request in [
+        cmdop_proto::Request::ListSessions(cmdop_proto::ListSessions),
+        cmdop_proto::Request::Relay(cmdop_proto::Relay { to: "home".into() }),
+    ] {
+        let reply = runtime.block_on(as_node.request(&request)).unwrap();
+        let cmdop_proto::Reply::Error(e) = reply else {
+            panic!("{reply:?}")
+        };
+        assert!(e.message.contains("may only register"), "{e:?}");
+    }
+
+    // Another relay key cannot take the name of a node registered and online.
+    let other = Home::new("relay-limits-other");
+    let other_key = node_key(&other);
+    meeting
+        .vps_home
+        .cmdop_node(&["authorize", "--relay", &other_key])
+        .ok();
+    let dialer = node_dialer(&other, &runtime);
+    let mut intruder = runtime.block_on(dialer.connect(&vps, None)).unwrap();
+    let register = cmdop_proto::Register {
+        name: "home".into(),
+    };
+    let err = runtime.block_on(intruder.call(register)).unwrap_err();
+    let ClientError::Rejected(e) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(e.kind, cmdop_proto::ErrorKind::NameTaken, "{e:?}");
+    assert!(e.message.contains(&meeting.home_key), "{e:?}");
+    // The real home node is still the one clients reach.
+    meeting.client.cmdop(&["session", "create", "home"]).ok();
 }
