@@ -323,3 +323,85 @@ fn a_relay_key_may_only_register_and_names_are_not_stolen() {
     // The real home node is still the one clients reach.
     meeting.client.cmdop(&["session", "create", "home"]).ok();
 }
+
+/// The session's whole output, read on the home node itself.
+fn printed_on_home(meeting: &Meeting, name: &str) -> String {
+    let args = [
+        "session", "show", name, "--host", "local", "--tail", "1000000", "--json",
+    ];
+    let out = meeting.home_home.cmdop(&args).ok();
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    value["tail"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn relayed_roaming_and_a_blackout_lose_and_repeat_nothing() {
+    use crate::roaming::{assert_stream_complete, stream_command, tail};
+    let meeting = Meeting::start("relay-roam", true);
+    meeting.wait_registered(1);
+    // The client reaches the meeting node through netsim, which rebinds and blacks out.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = cmdop_netsim::NetsimConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        meeting.vps.addr().parse().unwrap(),
+    );
+    let netsim = runtime
+        .block_on(cmdop_netsim::Netsim::start(config))
+        .unwrap();
+    meeting.client.write_config(&format!(
+        "client:\n  connect_timeout: 3s\nhosts:\n  vps:\n    addr: {}\n  home:\n    via: vps\n",
+        netsim.listen_addr()
+    ));
+    let transcript = meeting.client.path.join("transcript");
+    let env = [("CMDOP_TRANSCRIPT", transcript.to_str().unwrap())];
+    let args = ["connect", "home", "--name", "roam"];
+    let mut term =
+        Terminal::spawn_with_env(&bin("cmdop"), &args, &meeting.client.path, 30, 100, &env);
+    term.expect("# ", WAIT);
+    term.type_line("PS1='ok''> '");
+    term.expect("ok> ", WAIT);
+    term.type_line(&stream_command(200, "0.01"));
+    term.expect("line-20", WAIT);
+    for round in 1..=3 {
+        netsim.rebind();
+        term.expect(&format!("line-{}", 20 + round * 50), WAIT);
+    }
+    term.expect("STREAM-2-DONE", WAIT);
+
+    // Longer than the idle timeout: every connection on the path dies; the client reconnects.
+    netsim.set_blackout(true);
+    std::thread::sleep(Duration::from_secs(3));
+    term.type_line("echo dark-$((6*7))");
+    std::thread::sleep(Duration::from_secs(9));
+    term.expect("reconnecting to home", WAIT);
+    let lifted = Instant::now();
+    netsim.set_blackout(false);
+    term.expect("dark-42", Duration::from_secs(30));
+    eprintln!(
+        "relayed output resumed {:?} after the blackout ended",
+        lifted.elapsed()
+    );
+    term.type_bytes(b"\x04");
+    assert_eq!(term.wait_exit(WAIT), Some(0), "{}", term.text());
+
+    let printed = printed_on_home(&meeting, "roam");
+    let shown = String::from_utf8(std::fs::read(&transcript).unwrap()).unwrap();
+    assert!(
+        printed.ends_with(&shown),
+        "the client's bytes differ from the session's:\n{}\n---\n{}",
+        tail(&printed, 2000),
+        tail(&shown, 2000)
+    );
+    assert_stream_complete(&shown, 200);
+    assert_eq!(
+        printed.matches("dark-42").count(),
+        1,
+        "{}",
+        tail(&printed, 500)
+    );
+    assert!(netsim.counters().rebinds >= 3);
+}
