@@ -13,16 +13,16 @@ use std::process::ExitCode;
 pub enum Command {
     /// Add a host; with --token, redeem a one-time invite from 'cmdop-node invite' on it.
     ///
-    /// A node behind NAT is added with --via MEETING instead of an address: it is reached
-    /// through the known host MEETING, where it registers under NAME (its node.name).
+    /// A node behind NAT is added with --via HOST instead of an address: it is reached through
+    /// the known host HOST (its meeting node), where it registers under NAME (its node.name).
     Add {
         /// The name to use for it (e.g. vps-audi).
         name: String,
         /// Its address, HOST[:PORT] (port 7443 by default).
         #[arg(required_unless_present = "via", conflicts_with = "via")]
         addr: Option<HostPort>,
-        /// The known host that relays to it (a meeting node named in its node.rendezvous).
-        #[arg(long, value_name = "MEETING")]
+        /// The known host that relays to it: a meeting node named in its node.rendezvous.
+        #[arg(long, value_name = "HOST")]
         via: Option<String>,
         /// A one-time invite token that authorizes this client on the node.
         #[arg(long, allow_hyphen_values = true)]
@@ -62,7 +62,7 @@ pub async fn run(command: Command, context: &Context) -> anyhow::Result<ExitCode
             let entry = match (addr, via) {
                 (Some(addr), _) => HostEntry::direct(addr),
                 (None, Some(via)) => HostEntry::via(&via),
-                (None, None) => bail!("give host {name} an ADDRESS, or --via MEETING"),
+                (None, None) => bail!("give host {name} an ADDRESS, or --via HOST"),
             };
             add(context, &name, entry, token).await?
         }
@@ -124,7 +124,7 @@ fn host_target(
     let via = match (&entry.addr, &entry.via) {
         (Some(addr), _) => return Ok(Target::direct(name, &addr.to_string())),
         (None, Some(via)) => via,
-        (None, None) => bail!("give host {name} an ADDRESS, or --via MEETING"),
+        (None, None) => bail!("give host {name} an ADDRESS, or --via HOST"),
     };
     match config.hosts.get(via).map(|e| e.addr.as_ref()) {
         Some(Some(addr)) => Ok(Target::relayed(

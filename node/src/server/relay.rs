@@ -141,7 +141,14 @@ impl Registered {
         };
         match tokio::time::timeout(OPEN_TIMEOUT, opened).await {
             Ok(Some(joined)) => Ok(joined),
-            _ => Err(not_found()),
+            Ok(None) => Err(not_found()),
+            Err(_) => Err(error(
+                ErrorKind::Internal,
+                format!(
+                    "{to} is registered at {host} but did not take a relayed stream within {} s; try again shortly",
+                    OPEN_TIMEOUT.as_secs()
+                ),
+            )),
         }
     }
 }

@@ -242,6 +242,15 @@ fn relay_failures_are_one_sentence_each() {
         "{err}"
     );
 
+    // Hosts: a via must name a known host, and a meeting node in use is not removed.
+    let err = meeting
+        .client
+        .cmdop(&["host", "add", "x", "--via", "nosuch"])
+        .fails();
+    assert!(err.contains("no host named 'nosuch'"), "{err}");
+    let err = meeting.client.cmdop(&["host", "remove", "vps"]).fails();
+    assert!(err.contains("other hosts are reached via 'vps'"), "{err}");
+
     // Authorized now: the home node registers by itself on its next attempt.
     meeting
         .vps_home
