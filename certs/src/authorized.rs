@@ -4,6 +4,8 @@
 //! Files under the node's `$CMDOP_HOME`, re-read on every check so that `cmdop-node authorize`
 //! and `cmdop-node revoke` take effect without a restart:
 //! - `authorized_clients`: one `FINGERPRINT [comment]` per line;
+//! - `relay_nodes`: same format, the node keys that may register here to be relayed to
+//!   (`cmdop-node authorize --relay`), kept apart from the client keys;
 //! - `revoked_clients`: same format; a revoked key is refused even if also authorized;
 //! - `invites`: one `TOKEN EXPIRES_UNIX_SECONDS` per line, mode 0600; a token is removed when used.
 
@@ -67,6 +69,15 @@ impl AuthorizedClients {
     pub fn new(home: &Path) -> Self {
         AuthorizedClients {
             authorized: home.join("authorized_clients"),
+            revoked: home.join("revoked_clients"),
+        }
+    }
+
+    /// The node keys that may register to be relayed to (`relay_nodes`); a key revoked as a
+    /// client is refused here too.
+    pub fn relay_nodes(home: &Path) -> Self {
+        AuthorizedClients {
+            authorized: home.join("relay_nodes"),
             revoked: home.join("revoked_clients"),
         }
     }

@@ -99,14 +99,22 @@ impl Context {
     pub fn targets(&self) -> Vec<Target> {
         let mut targets = Vec::new();
         if !self.config.hosts.contains_key(LOCAL_HOST) {
-            targets.push(Target {
-                name: LOCAL_HOST.into(),
-                addr: self.local_addr(),
-            });
+            targets.push(Target::direct(LOCAL_HOST, &self.local_addr()));
         }
-        targets.extend(self.config.hosts.iter().map(|(name, entry)| Target {
-            name: name.clone(),
-            addr: entry.addr.to_string(),
+        let hosts = &self.config.hosts;
+        targets.extend(hosts.iter().filter_map(|(name, entry)| {
+            match (&entry.addr, &entry.via) {
+                (Some(addr), _) => Some(Target::direct(name, &addr.to_string())),
+                // Config::parse checked that `via` names a host with an address.
+                (None, Some(via)) => {
+                    let addr = hosts.get(via)?.addr.as_ref()?;
+                    Some(Target::relayed(
+                        name,
+                        Target::direct(via, &addr.to_string()),
+                    ))
+                }
+                (None, None) => None,
+            }
         }));
         targets
     }

@@ -246,7 +246,8 @@ pub fn print_host_pins(hosts: Vec<(Target, Option<Fingerprint>)>) {
         .into_iter()
         .map(|(t, pin)| {
             let pin = pin.map_or_else(|| "(not pinned yet)".into(), |f| f.to_string());
-            vec![t.name, t.addr, pin]
+            let route = t.route();
+            vec![t.name, route, pin]
         })
         .collect();
     print_table(&["NAME", "ADDRESS", "NODE KEY"], &rows);
@@ -271,7 +272,8 @@ pub fn print_host_status(hosts: Vec<(Target, HostStatus)>) {
                 }
                 Err(e) => ("error".into(), "-".into(), e.to_string()),
             };
-            vec![target.name, target.addr, status, rtt, note]
+            let route = target.route();
+            vec![target.name, route, status, rtt, note]
         })
         .collect();
     print_table(&["NAME", "ADDRESS", "STATUS", "RTT", "NODE"], &rows);

@@ -36,12 +36,20 @@ enum Command {
     /// Print this node's key fingerprint (clients pin it on first connect).
     Id,
     /// Authorize a client key, effective at once for new connections.
+    ///
+    /// With --relay, authorize a node key instead (what 'cmdop-node id' prints on a node behind
+    /// NAT): that node may register here, and clients then reach it through this node with
+    /// 'cmdop host add NAME --via THIS'. Relay node keys are kept in relay_nodes, apart from
+    /// the client keys, and may do nothing else.
     Authorize {
         /// The fingerprint the client's 'cmdop id' prints (SHA256:...).
         fingerprint: String,
         /// A note to remember the client by.
         #[arg(long, default_value = "")]
         comment: String,
+        /// The key is a node behind NAT that registers here to be relayed to.
+        #[arg(long)]
+        relay: bool,
     },
     /// Revoke a client key: refused from now on.
     Revoke {
@@ -54,7 +62,7 @@ enum Command {
         #[arg(long, default_value = "24h")]
         valid: HumanDuration,
     },
-    /// List the authorized client keys.
+    /// List the authorized client keys, then the relay node keys (marked as such).
     Clients,
     /// Print a shell completion script.
     Completions(cmdop_dist::CompletionsArgs),
@@ -125,14 +133,18 @@ fn run(cli: Cli, handed: Option<Handed>) -> anyhow::Result<()> {
         Command::Authorize {
             fingerprint,
             comment,
+            relay,
         } => {
             let fingerprint = parse_fingerprint(&fingerprint)?;
             cmdop_certs::files::ensure_private_dir(&home)?;
-            let added = AuthorizedClients::new(&home).authorize(&fingerprint, &comment)?;
-            if added {
-                println!("authorized {fingerprint}");
+            let (list, what) = match relay {
+                true => (AuthorizedClients::relay_nodes(&home), "relay node "),
+                false => (AuthorizedClients::new(&home), ""),
+            };
+            if list.authorize(&fingerprint, &comment)? {
+                println!("authorized {what}{fingerprint}");
             } else {
-                println!("{fingerprint} was already authorized");
+                println!("{what}{fingerprint} was already authorized");
             }
             Ok(())
         }
@@ -159,6 +171,9 @@ fn run(cli: Cli, handed: Option<Handed>) -> anyhow::Result<()> {
         Command::Clients => {
             for fingerprint in AuthorizedClients::new(&home).list()? {
                 println!("{fingerprint}");
+            }
+            for fingerprint in AuthorizedClients::relay_nodes(&home).list()? {
+                println!("{fingerprint} (relay node)");
             }
             Ok(())
         }
@@ -238,6 +253,7 @@ async fn dial_local_node_within(
     let target = Target {
         name: "this node".into(),
         addr: format!("127.0.0.1:{port}"),
+        via: None,
     };
     Ok(dialer.connect(&target, None).await?)
 }

@@ -254,6 +254,7 @@ async fn dial_target(
     let target = Target {
         name: to.clone(),
         addr: addr.clone(),
+        via: None,
     };
     let credential = Credential::MigrationTicket(request.ticket.clone());
     let client = dialer

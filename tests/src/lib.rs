@@ -251,6 +251,7 @@ impl NodeProcess {
         cmdop_client::dial::Target {
             name: name.into(),
             addr: self.addr(),
+            via: None,
         }
     }
 

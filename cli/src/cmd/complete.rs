@@ -291,6 +291,7 @@ mod tests {
         assert_eq!(slot("cmdop session migrate deploy --to "), Some(Slot::Host));
         assert_eq!(slot("cmdop host remove "), Some(Slot::Host));
         assert_eq!(slot("cmdop host reset-pin v"), Some(Slot::Host));
+        assert_eq!(slot("cmdop host add home --via "), Some(Slot::Host));
     }
 
     #[test]

@@ -12,11 +12,18 @@ use std::process::ExitCode;
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Add a host; with --token, redeem a one-time invite from 'cmdop-node invite' on it.
+    ///
+    /// A node behind NAT is added with --via HOST instead of an address: it is reached through
+    /// the known host HOST (its meeting node), where it registers under NAME (its node.name).
     Add {
         /// The name to use for it (e.g. vps-audi).
         name: String,
         /// Its address, HOST[:PORT] (port 7443 by default).
-        addr: HostPort,
+        #[arg(required_unless_present = "via", conflicts_with = "via")]
+        addr: Option<HostPort>,
+        /// The known host that relays to it: a meeting node named in its node.rendezvous.
+        #[arg(long, value_name = "HOST")]
+        via: Option<String>,
         /// A one-time invite token that authorizes this client on the node.
         #[arg(long, allow_hyphen_values = true)]
         token: Option<String>,
@@ -46,7 +53,19 @@ fn valid_name(name: &str) -> bool {
 /// Runs a `cmdop host` subcommand.
 pub async fn run(command: Command, context: &Context) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Add { name, addr, token } => add(context, &name, addr, token).await?,
+        Command::Add {
+            name,
+            addr,
+            via,
+            token,
+        } => {
+            let entry = match (addr, via) {
+                (Some(addr), _) => HostEntry::direct(addr),
+                (None, Some(via)) => HostEntry::via(&via),
+                (None, None) => bail!("give host {name} an ADDRESS, or --via HOST"),
+            };
+            add(context, &name, entry, token).await?
+        }
         Command::List => list(context)?,
         Command::Remove { name } => remove(context, &name)?,
         Command::ResetPin { name } => reset_pin(context, &name)?,
@@ -62,7 +81,7 @@ fn known_nodes(context: &Context) -> anyhow::Result<KnownNodes> {
 async fn add(
     context: &Context,
     name: &str,
-    addr: HostPort,
+    entry: HostEntry,
     token: Option<String>,
 ) -> anyhow::Result<()> {
     if !valid_name(name) {
@@ -72,10 +91,7 @@ async fn add(
         bail!("'{LOCAL_HOST}' is the built-in name of this machine's node; pick another name");
     }
     let mut config = cmdop_client::home::load_config(&context.home)?;
-    let target = Target {
-        name: name.to_string(),
-        addr: addr.to_string(),
-    };
+    let target = host_target(&config, name, &entry)?;
     if let Some(token) = token {
         // Redeem the invite first: a host that cannot be reached or refuses the token is not
         // added.
@@ -90,11 +106,38 @@ async fn add(
         );
         client.close().await;
     }
-    let entry = HostEntry { addr: addr.clone() };
     config.hosts.insert(name.to_string(), entry);
     cmdop_client::home::save_config(&context.home, &config)?;
-    println!("added host {name} ({addr})");
+    match &target.via {
+        None => println!("added host {name} ({})", target.addr),
+        Some(via) => println!("added host {name} (via {})", via.name),
+    }
     Ok(())
+}
+
+/// The target a new host entry names; a `via` must name a known host with an address.
+fn host_target(
+    config: &cmdop_proto::config::Config,
+    name: &str,
+    entry: &HostEntry,
+) -> anyhow::Result<Target> {
+    let via = match (&entry.addr, &entry.via) {
+        (Some(addr), _) => return Ok(Target::direct(name, &addr.to_string())),
+        (None, Some(via)) => via,
+        (None, None) => bail!("give host {name} an ADDRESS, or --via HOST"),
+    };
+    match config.hosts.get(via).map(|e| e.addr.as_ref()) {
+        Some(Some(addr)) => Ok(Target::relayed(
+            name,
+            Target::direct(via, &addr.to_string()),
+        )),
+        Some(None) => bail!(
+            "{via} is itself reached through another node; --via needs a host with an address"
+        ),
+        None => bail!(
+            "no host named '{via}'; add the meeting node first with 'cmdop host add {via} ADDRESS'"
+        ),
+    }
 }
 
 /// Prints the known hosts with their pinned keys.
@@ -115,11 +158,19 @@ fn list(context: &Context) -> anyhow::Result<()> {
 /// Forgets a host and its pinned key.
 fn remove(context: &Context, name: &str) -> anyhow::Result<()> {
     let mut config = cmdop_client::home::load_config(&context.home)?;
-    let Some(entry) = config.hosts.remove(name) else {
+    let target = context.target(name)?;
+    if config
+        .hosts
+        .values()
+        .any(|e| e.via.as_deref() == Some(name))
+    {
+        bail!("other hosts are reached via '{name}'; remove them first (see 'cmdop host list')");
+    }
+    if config.hosts.remove(name).is_none() {
         bail!("no host named '{name}'; see 'cmdop host list'");
-    };
+    }
     cmdop_client::home::save_config(&context.home, &config)?;
-    known_nodes(context)?.remove(&entry.addr.to_string())?;
+    known_nodes(context)?.remove(&with_default_port(&target.addr))?;
     println!("removed host {name} and its pinned key");
     Ok(())
 }

@@ -3,16 +3,24 @@
 //!
 //! Errors are sentences for the user ([`ClientError`]): an offline node, a changed key (both
 //! fingerprints and how to reset the pin), or the node's own refusal.
+//!
+//! A target with a `via` is a node behind NAT: the dialer connects to the meeting node as an
+//! ordinary client, asks it to [`Relay`] the control stream to the registered node, and runs a
+//! second QUIC connection end to end over that stream ([`crate::vsock`]); the node's own key is
+//! pinned under `NAME@MEETING`, apart from the meeting node's.
 
 pub use crate::error::{describe_close, ClientError};
 pub use crate::node_client::NodeClient;
 
 use crate::error::{recv_error, send_error};
 use crate::tls::client_config;
+use crate::vsock::VirtualSocket;
 use crate::wire::{FramedRecv, FramedSend, RecvError};
 use cmdop_certs::verify::SeenFingerprint;
 use cmdop_certs::{Fingerprint, Identity, KnownNodes, PinCheck};
-use cmdop_proto::{close_code, Credential, Hello, HelloReply, ALPN, PROTOCOL_VERSION};
+use cmdop_proto::{
+    close_code, Credential, ErrorKind, Hello, HelloReply, Relay, ALPN, PROTOCOL_VERSION,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,8 +31,39 @@ use std::time::{Duration, Instant};
 pub struct Target {
     /// The name the user knows it by.
     pub name: String,
-    /// `host:port` as configured (also the key of its pin).
+    /// `host:port` as configured (also the key of its pin); `NAME@MEETING` for a node reached
+    /// through a meeting node.
     pub addr: String,
+    /// The meeting node that relays to it, for a node behind NAT.
+    pub via: Option<Box<Target>>,
+}
+
+impl Target {
+    /// A node dialed at `addr`.
+    pub fn direct(name: &str, addr: &str) -> Self {
+        Target {
+            name: name.to_string(),
+            addr: addr.to_string(),
+            via: None,
+        }
+    }
+
+    /// How it is reached, for listings: its address, or `via MEETING`.
+    pub fn route(&self) -> String {
+        match &self.via {
+            Some(via) => format!("via {}", via.name),
+            None => self.addr.clone(),
+        }
+    }
+
+    /// The node registered as `name` at the meeting node `via`.
+    pub fn relayed(name: &str, via: Target) -> Self {
+        Target {
+            name: name.to_string(),
+            addr: format!("{name}@{}", via.name),
+            via: Some(Box::new(via)),
+        }
+    }
 }
 
 /// Dials nodes with this client's identity.
@@ -93,6 +132,14 @@ impl Attempt<'_> {
         }
         describe_close(&self.target.name, error)
     }
+}
+
+/// Where a dial goes: the endpoint (the dialer's, or one over a relayed stream), the node's
+/// address on it, and when the dial began.
+struct Way<'a> {
+    endpoint: &'a quinn::Endpoint,
+    addr: SocketAddr,
+    started: Instant,
 }
 
 /// What the node said to our hello.
@@ -164,8 +211,75 @@ impl Dialer {
         alpn: &[u8],
         version: u32,
     ) -> Result<NodeClient, ClientError> {
+        if let Some(via) = &target.via {
+            return self
+                .connect_relayed(target, via, credential, alpn, version)
+                .await;
+        }
         let started = Instant::now();
         let addr = self.resolve(target).await?;
+        let way = Way {
+            endpoint: &self.endpoint,
+            addr,
+            started,
+        };
+        self.connect_on(way, target, credential, alpn, version)
+            .await
+    }
+
+    /// Dials `target` through the meeting node `via`: a relayed stream there, then the node's
+    /// own QUIC connection over it.
+    async fn connect_relayed(
+        &self,
+        target: &Target,
+        via: &Target,
+        credential: Option<Credential>,
+        alpn: &[u8],
+        version: u32,
+    ) -> Result<NodeClient, ClientError> {
+        let started = Instant::now();
+        let mut meeting = Box::pin(self.connect(via, None)).await?;
+        let relay = Relay {
+            to: target.name.clone(),
+        };
+        match meeting.call(relay).await {
+            Ok(()) => {}
+            Err(ClientError::Rejected(e)) if e.kind == ErrorKind::NotFound => {
+                return Err(ClientError::Unregistered {
+                    name: target.name.clone(),
+                    via: via.name.clone(),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+        let socket = VirtualSocket::new(crate::vsock::synthetic_addr(0));
+        let (send, recv) = meeting.into_streams();
+        let (recv, buffered) = recv.into_parts();
+        let peer = socket.add_peer(send.into_inner(), recv, buffered);
+        let endpoint = socket
+            .endpoint(quinn::EndpointConfig::default(), None)
+            .map_err(|e| ClientError::setup_from("cannot open a relayed socket", e))?;
+        let way = Way {
+            endpoint: &endpoint,
+            addr: peer.addr,
+            started,
+        };
+        let client = self
+            .connect_on(way, target, credential, alpn, version)
+            .await?;
+        tokio::spawn(close_when_relay_ends(client.connection.clone(), peer.ended));
+        Ok(client)
+    }
+
+    /// Dials `target` on `way`: handshake, pin check, hello, and the pin of a new key.
+    async fn connect_on(
+        &self,
+        way: Way<'_>,
+        target: &Target,
+        credential: Option<Credential>,
+        alpn: &[u8],
+        version: u32,
+    ) -> Result<NodeClient, ClientError> {
         let pin_key = with_default_port(&target.addr);
         let known = self.load_pins()?;
         let attempt = Attempt {
@@ -175,7 +289,7 @@ impl Dialer {
             seen: Arc::new(Mutex::new(None)),
             timeout: self.timeout,
         };
-        let (connection, presented) = self.handshake(&attempt, addr, alpn).await?;
+        let (connection, presented) = self.handshake(&attempt, &way, alpn).await?;
         let newly_pinned = match known.check(&attempt.pin_key, &presented) {
             PinCheck::Match => false,
             PinCheck::Changed { pinned } => {
@@ -185,7 +299,7 @@ impl Dialer {
         };
         let remaining = self
             .timeout
-            .saturating_sub(started.elapsed())
+            .saturating_sub(way.started.elapsed())
             .max(Duration::from_millis(500));
         let hello = say_hello(&attempt, &connection, credential, version);
         let greeted = match tokio::time::timeout(remaining, hello).await {
@@ -217,7 +331,7 @@ impl Dialer {
     async fn handshake(
         &self,
         attempt: &Attempt<'_>,
-        addr: SocketAddr,
+        way: &Way<'_>,
         alpn: &[u8],
     ) -> Result<(quinn::Connection, Fingerprint), ClientError> {
         let config = client_config(
@@ -230,9 +344,9 @@ impl Dialer {
             message: e.to_string(),
             source: Some(e.into()),
         })?;
-        let connecting = self
+        let connecting = way
             .endpoint
-            .connect_with(config, addr, "cmdop-node")
+            .connect_with(config, way.addr, "cmdop-node")
             .map_err(|e| ClientError::connection(&attempt.target.name, e))?;
         let connection = match tokio::time::timeout(self.timeout, connecting).await {
             Err(_) => return Err(attempt.offline()),
@@ -274,6 +388,19 @@ impl Dialer {
                     ClientError::setup_from(&context, e)
                 }),
         }
+    }
+}
+
+/// Closes a relayed connection as soon as its relayed stream ends (the meeting node or the
+/// node's registration went away), so a live terminal reconnects at once instead of after the
+/// idle timeout.
+async fn close_when_relay_ends(
+    connection: quinn::Connection,
+    ended: tokio::sync::oneshot::Receiver<()>,
+) {
+    tokio::select! {
+        _ = ended => connection.close(close_code::DONE.into(), b"the relay ended"),
+        _ = connection.closed() => {}
     }
 }
 

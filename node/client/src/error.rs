@@ -63,6 +63,24 @@ pub enum ClientError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The node refused the handshake for now: too many in progress, or it is shutting down
+    /// (worth another try, unlike [`ClientError::Refused`]).
+    #[error("{name} refused the connection: too many handshakes in progress (max_handshakes on the node), or it is shutting down; try again shortly")]
+    Busy {
+        /// Host name.
+        name: String,
+    },
+    /// The meeting node has no node registered under the name (it may be registering again,
+    /// so a live terminal keeps trying).
+    #[error(
+        "no node named {name} is registered at {via}; is its node.rendezvous set and is it online?"
+    )]
+    Unregistered {
+        /// The name asked for.
+        name: String,
+        /// The meeting node.
+        via: String,
+    },
     /// The node answered the request with an error.
     #[error("{0}")]
     Rejected(ErrorReply),
@@ -140,9 +158,9 @@ pub fn describe_close(name: &str, error: quinn::ConnectionError) -> ClientError 
         quinn::ConnectionError::ConnectionClosed(close)
             if close.error_code == quinn_proto::TransportErrorCode::CONNECTION_REFUSED =>
         {
-            return ClientError::Refused(format!(
-                "{name} refused the connection: too many handshakes in progress (max_handshakes on the node); try again shortly"
-            ));
+            return ClientError::Busy {
+                name: name.to_string(),
+            };
         }
         quinn::ConnectionError::ConnectionClosed(close) if close.reason.is_empty() => {
             format!("closed by the node ({})", close.error_code)

@@ -61,6 +61,11 @@ impl NodeClient {
             .map_err(|e| ClientError::connection(&self.target.name, e))
     }
 
+    /// The control stream, to carry something other than requests (after [`cmdop_proto::Relay`]).
+    pub fn into_streams(self) -> (FramedSend, FramedRecv) {
+        (self.send, self.recv)
+    }
+
     /// Waits until the connection closes and describes why.
     pub async fn closed(&self) -> ClientError {
         describe_close(&self.target.name, self.connection.closed().await)

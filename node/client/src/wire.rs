@@ -48,6 +48,13 @@ impl FramedRecv {
         }
     }
 
+    /// The stream and the bytes read from it but not decoded yet (when the stream goes on to
+    /// carry something other than frames).
+    pub fn into_parts(mut self) -> (quinn::RecvStream, Vec<u8>) {
+        let buffered = self.decoder.take_buffered();
+        (self.stream, buffered)
+    }
+
     /// Changes the largest frame accepted from now on.
     pub fn set_max_frame(&mut self, max: usize) {
         self.decoder.set_max(max);
@@ -95,6 +102,11 @@ impl FramedSend {
     /// Finishes the stream (no more frames).
     pub fn finish(&mut self) {
         let _ = self.stream.finish();
+    }
+
+    /// The stream, to carry something other than frames.
+    pub fn into_inner(self) -> quinn::SendStream {
+        self.stream
     }
 
     /// The underlying stream.

@@ -13,17 +13,24 @@
 //!   max_attachments: 32       # live attachments per session
 //!   max_connections_per_client: 16
 //!   max_handshakes: 64        # handshakes in progress (unauthenticated peers)
+//!   name: home                # the name this node registers under at meeting nodes
+//!   rendezvous:               # meeting nodes that relay clients to this node (behind NAT)
+//!     - name: vps-audi
+//!       addr: 203.0.113.7:7443
+//!       fingerprint: SHA256:...
 //! client:
 //!   attach_scrollback: 64KiB  # scrollback replayed when attaching
 //!   save_lines: 10000         # default for 'cmdop session save --lines'
 //! hosts:
 //!   vps-audi:
 //!     addr: 203.0.113.7:7443
+//!   home:
+//!     via: vps-audi           # reached through the meeting node vps-audi
 //! ```
 
 use crate::frame::DEFAULT_MAX_FRAME;
 use crate::units::{ByteSize, HumanDuration};
-use crate::DEFAULT_PORT;
+use crate::{Fingerprint, DEFAULT_PORT};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -75,6 +82,24 @@ pub struct NodeConfig {
     pub max_connections_per_client: usize,
     /// Most handshakes in progress at once (unauthenticated peers).
     pub max_handshakes: usize,
+    /// The name this node registers under at its meeting nodes (the host name when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Meeting nodes this node keeps a connection to, so clients reach it through them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rendezvous: Vec<Rendezvous>,
+}
+
+/// A meeting node: a reachable node that relays clients to this one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rendezvous {
+    /// What to call it in messages.
+    pub name: String,
+    /// Its `host:port`.
+    pub addr: HostPort,
+    /// Its node key (`cmdop-node id` there): the only key accepted from it.
+    pub fingerprint: Fingerprint,
 }
 
 impl Default for NodeConfig {
@@ -88,6 +113,8 @@ impl Default for NodeConfig {
             max_attachments: 32,
             max_connections_per_client: 16,
             max_handshakes: 64,
+            name: None,
+            rendezvous: Vec::new(),
         }
     }
 }
@@ -147,12 +174,44 @@ impl Default for ClientConfig {
     }
 }
 
-/// A host known to `cmdop`.
+/// A host known to `cmdop`: dialed at `addr`, or reached through the meeting node `via`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostEntry {
     /// `host:port` (the port defaults to 7443 when omitted).
-    pub addr: HostPort,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<HostPort>,
+    /// The known host that relays to this one (a node behind NAT registered there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+impl HostEntry {
+    /// A host dialed directly.
+    pub fn direct(addr: HostPort) -> Self {
+        HostEntry {
+            addr: Some(addr),
+            via: None,
+        }
+    }
+
+    /// A host reached through the meeting node `via`.
+    pub fn via(via: &str) -> Self {
+        HostEntry {
+            addr: None,
+            via: Some(via.to_string()),
+        }
+    }
+}
+
+/// Whether `name` may name a node at a meeting node or a meeting node in the config.
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_.".contains(c))
 }
 
 impl Config {
@@ -178,6 +237,8 @@ impl Config {
                 config.node.ringbuffer, config.node.max_frame
             ));
         }
+        check_rendezvous(&config.node)?;
+        check_hosts(&config.hosts)?;
         Ok(config)
     }
 
@@ -185,6 +246,65 @@ impl Config {
     pub fn to_yaml(&self) -> Result<String, String> {
         serde_saphyr::to_string(self).map_err(|e| e.to_string())
     }
+}
+
+/// Checks `node.name` and `node.rendezvous`: valid names, each meeting node named once.
+fn check_rendezvous(node: &NodeConfig) -> Result<(), String> {
+    if let Some(name) = node.name.as_deref().filter(|n| !valid_node_name(n)) {
+        return Err(format!(
+            "node.name '{name}' is not a valid name; use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, meeting) in node.rendezvous.iter().enumerate() {
+        if !valid_node_name(&meeting.name) {
+            return Err(format!(
+                "node.rendezvous[{i}].name '{}' is not a valid name; use letters, digits, '-', '_' and '.'",
+                meeting.name
+            ));
+        }
+        if !seen.insert(meeting.name.as_str()) {
+            return Err(format!(
+                "node.rendezvous[{i}].name '{}' names a meeting node twice; give each one its own name",
+                meeting.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that each host has an address or a `via`, and that a `via` names a host dialed
+/// directly.
+fn check_hosts(hosts: &BTreeMap<String, HostEntry>) -> Result<(), String> {
+    for (name, entry) in hosts {
+        match (&entry.addr, &entry.via) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "hosts.{name} has both addr and via; keep one (via for a node reached through a meeting node)"
+                ))
+            }
+            (None, None) => {
+                return Err(format!(
+                    "hosts.{name} needs addr (HOST:PORT) or via (the meeting node's host name)"
+                ))
+            }
+            (Some(_), None) => {}
+            (None, Some(via)) => match hosts.get(via) {
+                Some(HostEntry { addr: Some(_), .. }) => {}
+                Some(_) => {
+                    return Err(format!(
+                        "hosts.{name}.via: {via} is itself reached through another node; a meeting node must have an addr"
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "hosts.{name}.via: no host named {via}; add it first with 'cmdop host add {via} ADDRESS'"
+                    ))
+                }
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Deserializes the YAML, turning an error into `line L, column C: field.path: what is wrong`.
@@ -387,16 +507,19 @@ mod tests {
         let mut config = Config::default();
         config.hosts.insert(
             "vps".into(),
-            HostEntry {
-                addr: "127.0.0.1:1".parse().unwrap(),
-            },
+            HostEntry::direct("127.0.0.1:1".parse().unwrap()),
         );
         config.hosts.insert(
             "v6".into(),
-            HostEntry {
-                addr: "2001:db8::7".parse().unwrap(),
-            },
+            HostEntry::direct("2001:db8::7".parse().unwrap()),
         );
+        config.hosts.insert("home".into(), HostEntry::via("vps"));
+        config.node.name = Some("home".into());
+        config.node.rendezvous.push(Rendezvous {
+            name: "vps".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            fingerprint: Fingerprint::of_spki(b"vps"),
+        });
         let yaml = config.to_yaml().unwrap();
         assert!(yaml.contains("[2001:db8::7]:7443"), "{yaml}");
         assert_eq!(Config::parse(&yaml).unwrap(), config);
@@ -457,5 +580,36 @@ mod tests {
         assert!(err.contains("node.listen"), "{err}");
         let config = Config::parse("node:\n  listen: 127.0.0.1\n").unwrap();
         assert_eq!(config.node.listen.to_string(), "127.0.0.1:7443");
+    }
+
+    #[test]
+    fn rendezvous_and_via_are_checked() {
+        let fp = Fingerprint::of_spki(b"vps");
+        let ok = format!(
+            "node:\n  rendezvous:\n    - name: vps\n      addr: 127.0.0.1:9\n      fingerprint: {fp}\n"
+        );
+        let config = Config::parse(&ok).unwrap();
+        assert_eq!(config.node.rendezvous[0].fingerprint, fp);
+        let twice =
+            format!("{ok}    - name: vps\n      addr: 127.0.0.1:9\n      fingerprint: {fp}\n");
+        assert!(Config::parse(&twice)
+            .unwrap_err()
+            .contains("names a meeting node twice"));
+        let bad_fp = "node:\n  rendezvous:\n    - name: vps\n      addr: 127.0.0.1:9\n      fingerprint: nope\n";
+        let err = Config::parse(bad_fp).unwrap_err();
+        assert!(err.contains("node.rendezvous[0].fingerprint"), "{err}");
+        let err = Config::parse("node:\n  rendezvous:\n    - name: vps\n").unwrap_err();
+        assert!(err.contains("addr"), "{err}");
+        let err = Config::parse("hosts:\n  home:\n    via: vps\n").unwrap_err();
+        assert!(err.contains("hosts.home.via: no host named vps"), "{err}");
+        let err = Config::parse("hosts:\n  home: {}\n").unwrap_err();
+        assert!(err.contains("hosts.home needs addr"), "{err}");
+        let err = Config::parse("hosts:\n  a:\n    addr: 127.0.0.1:1\n    via: a\n").unwrap_err();
+        assert!(err.contains("both addr and via"), "{err}");
+        let via = "hosts:\n  vps:\n    addr: 127.0.0.1:1\n  home:\n    via: vps\n";
+        assert_eq!(
+            Config::parse(via).unwrap().hosts["home"].via.as_deref(),
+            Some("vps")
+        );
     }
 }

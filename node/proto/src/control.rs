@@ -230,6 +230,34 @@ pub struct Migrate {
     pub name: Option<String>,
 }
 
+/// Register this node at a meeting node under `name`, so clients reach it with [`Relay`]. Only
+/// a node key the meeting node authorized with `cmdop-node authorize --relay` may ask; the
+/// registration lasts as long as the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    /// The name clients ask for.
+    pub name: String,
+}
+
+/// Join this control stream to the node registered under `to`: after the reply `Done`, the
+/// stream carries the client's QUIC datagrams to that node and back (length-prefixed frames),
+/// and the meeting node sees only ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relay {
+    /// The registered name.
+    pub to: String,
+}
+
+/// First frame on a stream a meeting node opens to a registered node: one relayed client.
+/// Datagram frames follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayOpen {
+    /// The client's address as the meeting node sees it.
+    pub client_addr: String,
+    /// The key the client presented to the meeting node.
+    pub client: Fingerprint,
+}
+
 /// Metadata and scrollback, the reply to [`Show`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shown {
@@ -322,6 +350,10 @@ pub enum Request {
     Upgrade(Upgrade),
     /// See [`LastUpgrade`].
     LastUpgrade(LastUpgrade),
+    /// See [`Register`].
+    Register(Register),
+    /// See [`Relay`].
+    Relay(Relay),
 }
 
 /// The node's answer to a [`Request`].
@@ -337,7 +369,7 @@ pub enum Reply {
     Destroyed(Vec<Uuid>),
     /// Live connections closed (after Revoke).
     Revoked(u32),
-    /// Done, nothing to report (after SendInput).
+    /// Done, nothing to report (after SendInput, Register, Relay).
     Done,
     /// A session's snapshot (after TakeSnapshot).
     Snapshot(Snapshot),
@@ -418,15 +450,21 @@ calls! {
     LastUpgrade => LastUpgrade(Option<UpgradeOutcome>),
 }
 
-impl Call for SendInput {
-    type Reply = ();
-    fn into_request(self) -> Request {
-        Request::SendInput(self)
-    }
-    fn take_reply(reply: Reply) -> Result<(), Box<Reply>> {
-        match reply {
-            Reply::Done => Ok(()),
-            other => Err(Box::new(other)),
+macro_rules! done_calls {
+    ($($call:ident),* $(,)?) => {$(
+        impl Call for $call {
+            type Reply = ();
+            fn into_request(self) -> Request {
+                Request::$call(self)
+            }
+            fn take_reply(reply: Reply) -> Result<(), Box<Reply>> {
+                match reply {
+                    Reply::Done => Ok(()),
+                    other => Err(Box::new(other)),
+                }
+            }
         }
-    }
+    )*};
 }
+
+done_calls!(SendInput, Register, Relay);

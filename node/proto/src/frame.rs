@@ -98,6 +98,14 @@ impl FrameDecoder {
         Ok((HEADER_LEN + len).saturating_sub(pending.len()))
     }
 
+    /// Takes the bytes received but not yet decoded (when the stream stops carrying frames).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buffer.split_off(self.consumed);
+        self.buffer.clear();
+        self.consumed = 0;
+        rest
+    }
+
     /// The next whole message, if one is buffered.
     pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         if self.needed()? > 0 {

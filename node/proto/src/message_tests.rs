@@ -75,6 +75,10 @@ fn control_messages_round_trip() {
         invited: false,
     });
     round_trip(HelloReply::Refused(error()));
+    round_trip(RelayOpen {
+        client_addr: "192.0.2.1:5000".into(),
+        client: Fingerprint::of_spki(b"client"),
+    });
     let id = Uuid::now_v7();
     let key = Fingerprint::of_spki(b"key");
     for request in [
@@ -120,6 +124,11 @@ fn control_messages_round_trip() {
         }
         .into_request(),
         IssueTicket.into_request(),
+        Register {
+            name: "home".into(),
+        }
+        .into_request(),
+        Relay { to: "home".into() }.into_request(),
         Migrate {
             session: id,
             to_name: "two".into(),
@@ -179,6 +188,8 @@ fn a_call_takes_only_its_own_reply() {
     );
     assert_eq!(Show::take_reply(Reply::Done), Err(Box::new(Reply::Done)));
     assert_eq!(SendInput::take_reply(Reply::Done), Ok(()));
+    assert_eq!(Relay::take_reply(Reply::Done), Ok(()));
+    assert_eq!(Register::take_reply(Reply::Done), Ok(()));
     assert_eq!(
         Restore::take_reply(Reply::Migrated(Restored {
             session: info(),

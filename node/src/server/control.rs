@@ -1,7 +1,9 @@
 //! The control stream of an admitted connection: requests in, replies out, one at a time.
 //!
 //! An authorized client may make every request; a node admitted with a migration ticket may
-//! make one [`Request::Restore`] and nothing else. [`handle`] answers a request; revocations are
+//! make one [`Request::Restore`] and nothing else; a relay node key may only
+//! [`Request::Register`]. Registering and relaying need the connection and its streams, so
+//! [`serve`] hands those requests back to its caller. [`handle`] answers a request; revocations are
 //! answered here, where the requester is known.
 
 use crate::server::attach::OnMalformed;
@@ -26,7 +28,9 @@ pub struct Requester {
     pub admission: Admission,
 }
 
-/// Answers requests until the peer ends the stream, sends garbage, or `shutdown` fires.
+/// Answers requests until the peer ends the stream, sends garbage, or `shutdown` fires (None),
+/// or until an allowed [`Request::Register`] or [`Request::Relay`], which is returned unanswered
+/// for the caller.
 pub async fn serve<S: FrameSink, R: FrameSource>(
     node: &Node,
     requester: &Requester,
@@ -34,21 +38,33 @@ pub async fn serve<S: FrameSink, R: FrameSource>(
     recv: &mut R,
     on_malformed: &OnMalformed,
     shutdown: &CancellationToken,
-) {
+) -> Option<Request> {
     let mut restores_left = 1;
     loop {
         let request = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return None,
             request = recv.recv::<Request>() => request,
         };
         let request = match request {
             Ok(Some(request)) => request,
-            Ok(None) | Err(RecvError::Stream(_)) => return,
-            Err(RecvError::Frame(e)) => return on_malformed(&e),
+            Ok(None) | Err(RecvError::Stream(_)) => return None,
+            Err(RecvError::Frame(e)) => {
+                on_malformed(&e);
+                return None;
+            }
         };
         let mut upgrade = None;
         let reply = match (requester.admission, &request) {
+            (Admission::Client | Admission::RelayNode, Request::Register(_))
+            | (Admission::Client, Request::Relay(_)) => return Some(request),
+            (Admission::RelayNode, _) => Reply::Error(ErrorReply {
+                kind: ErrorKind::Unauthorized,
+                message: format!(
+                    "a relay node key may only register on {}; authorize it as a client to do more",
+                    node.host
+                ),
+            }),
             (Admission::Client, Request::Revoke(revoke)) => {
                 close_revoked(node, &requester.fingerprint, &revoke.fingerprint)
             }
@@ -76,7 +92,7 @@ pub async fn serve<S: FrameSink, R: FrameSource>(
             }),
         };
         if send.send(&reply).await.is_err() {
-            return;
+            return None;
         }
         // The plan is on its way to the client before the upgrade closes its connection.
         if let Some(prepared) = upgrade {
@@ -135,6 +151,12 @@ pub async fn handle(node: &Node, request: Request) -> Reply {
         Request::Revoke(_) | Request::Upgrade(_) => Err(ErrorReply {
             kind: ErrorKind::Unauthorized,
             message: "revocations and upgrades are only taken from the node's own client identity"
+                .into(),
+        }),
+        // Answered by the connection's own loop, which holds its streams.
+        Request::Register(_) | Request::Relay(_) => Err(ErrorReply {
+            kind: ErrorKind::BadRequest,
+            message: "registering and relaying are only taken on a connection's control stream"
                 .into(),
         }),
         Request::SendInput(SendInput { session, data }) => {

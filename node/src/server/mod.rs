@@ -10,6 +10,11 @@
 //! - later bidirectional streams are attachments ([`attach`]), which run on any framed stream
 //!   ([`framed`]): this module adapts QUIC streams to them.
 //!
+//! Relaying for nodes behind NAT: as a meeting node, this node takes registrations from keys in
+//! `relay_nodes` and joins clients' control streams to them ([`relay`]); as a node behind NAT,
+//! it registers at the meeting nodes of its `node.rendezvous` and serves the clients they relay
+//! on a second endpoint ([`rendezvous`]).
+//!
 //! A malformed or oversized frame closes that connection only, with a reason the peer can read.
 
 pub mod attach;
@@ -18,6 +23,8 @@ pub mod echo;
 pub mod framed;
 pub mod live;
 mod pump;
+pub mod relay;
+pub mod rendezvous;
 pub mod skip;
 
 use crate::os::PtySpawner;
@@ -36,10 +43,11 @@ use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
 use cmdop_client::home::{host_name, CLIENT_IDENTITY, NODE_IDENTITY};
 use cmdop_client::tls::{node_endpoint_config, peer_fingerprint, server_config};
 use cmdop_client::wire::{FramedRecv, FramedSend, RecvError};
-use cmdop_proto::config::Config;
+use cmdop_proto::config::{Config, Rendezvous};
 use cmdop_proto::frame::FrameError;
 use cmdop_proto::{
-    close_code, Credential, ErrorKind, ErrorReply, Hello, HelloReply, PROTOCOL_VERSION,
+    close_code, Credential, ErrorKind, ErrorReply, Hello, HelloReply, Reply, Request,
+    PROTOCOL_VERSION,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,10 +91,28 @@ pub struct Node {
     pub(crate) socket: std::net::UdpSocket,
     /// Upgrades in place ([`crate::upgrade`]).
     pub upgrades: Upgrades,
+    /// Node keys that may register here to be relayed to (`relay_nodes`).
+    pub(crate) relay_nodes: AuthorizedClients,
+    /// The nodes registered here ([`relay`]).
+    pub(crate) registered: Arc<relay::Registered>,
+    /// The meeting nodes this node registers at (`node.rendezvous`).
+    pub(crate) rendezvous: Vec<Rendezvous>,
+    /// The name this node registers under (`node.name`, else the host name).
+    pub(crate) relay_name: String,
+    /// The endpoint for relayed clients, when `node.rendezvous` names meeting nodes.
+    relay: Option<Arc<rendezvous::RelayEndpoint>>,
 }
 
 /// Counts a handshake in progress for as long as it lives.
 struct HandshakeGuard(Arc<AtomicUsize>);
+
+impl HandshakeGuard {
+    /// Counts one more handshake in `counter`.
+    fn enter(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        HandshakeGuard(counter.clone())
+    }
+}
 
 impl Drop for HandshakeGuard {
     fn drop(&mut self) {
@@ -120,6 +146,8 @@ pub enum Admission {
     Client,
     /// A node holding a migration ticket: one [`cmdop_proto::Request::Restore`], nothing else.
     MigratingNode,
+    /// A node key in `relay_nodes`: one [`cmdop_proto::Request::Register`], nothing else.
+    RelayNode,
 }
 
 fn refuse(kind: ErrorKind, message: String) -> HelloReply {
@@ -227,6 +255,10 @@ impl Node {
         )
         .context("cannot start the QUIC endpoint")?;
         let host = host_name();
+        let relay = match options.config.node.rendezvous.is_empty() {
+            true => None,
+            false => Some(Arc::new(rendezvous::RelayEndpoint::new(&identity)?)),
+        };
         let max_frame = usize::try_from(options.config.node.max_frame.0).unwrap_or(usize::MAX);
         let registry = Arc::new(Registry::new(
             spawner,
@@ -245,6 +277,16 @@ impl Node {
             identity: Arc::new(identity),
             local_client,
             authorized: AuthorizedClients::new(&options.home),
+            relay_nodes: AuthorizedClients::relay_nodes(&options.home),
+            registered: Arc::default(),
+            rendezvous: options.config.node.rendezvous.clone(),
+            relay_name: options
+                .config
+                .node
+                .name
+                .clone()
+                .unwrap_or_else(|| host.clone()),
+            relay,
             invites: Invites::new(&options.home),
             migration_tickets: Invites::new(&tickets_dir),
             home: options.home,
@@ -273,6 +315,9 @@ impl Node {
                 .run_child_watcher(shutdown.child_token()),
         );
         tasks.spawn(self.triggers.clone().run(shutdown.child_token()));
+        if let Some(relay) = self.relay.clone() {
+            tasks.spawn(rendezvous::run(self.clone(), relay, shutdown.child_token()));
+        }
         let handshakes = Arc::new(AtomicUsize::new(0));
         let mut refused_handshakes = 0u64;
         let mut last_refusal_log = None;
@@ -298,8 +343,7 @@ impl Node {
                         }
                         continue;
                     }
-                    handshakes.fetch_add(1, Ordering::AcqRel);
-                    let handshake = HandshakeGuard(handshakes.clone());
+                    let handshake = HandshakeGuard::enter(&handshakes);
                     let node = self.clone();
                     let token = shutdown.child_token();
                     tasks.spawn(async move {
@@ -320,6 +364,9 @@ impl Node {
         tracing::info!("shutting down");
         self.endpoint
             .close(close_code::SHUTDOWN.into(), b"cmdop-node is shutting down");
+        if let Some(relay) = &self.relay {
+            relay.close();
+        }
         self.registry.destroy_all();
         self.triggers.stop_all();
         tasks.abort_all();
@@ -372,7 +419,19 @@ impl Node {
                 }
             }
         }
-        (self.admit_client(fingerprint, hello), Admission::Client)
+        let reply = self.admit_client(fingerprint, hello);
+        if matches!(reply, HelloReply::Refused(_))
+            && !revoked
+            && self.relay_nodes.is_authorized(fingerprint).unwrap_or(false)
+        {
+            let welcome = HelloReply::Welcome {
+                version: PROTOCOL_VERSION,
+                host: self.host.clone(),
+                invited: false,
+            };
+            return (welcome, Admission::RelayNode);
+        }
+        (reply, Admission::Client)
     }
 
     /// Decides whether the client `fingerprint` is served (the protocol version was checked).
@@ -462,26 +521,86 @@ impl Node {
                 fingerprint.clone(),
                 shutdown.clone(),
             ))),
-            Admission::MigratingNode => None,
+            Admission::MigratingNode | Admission::RelayNode => None,
         };
         let requester = Requester {
             fingerprint,
             admission,
         };
-        let on_malformed = closer(&connection);
-        control::serve(
-            &self,
-            &requester,
-            &mut send,
-            &mut recv,
-            &on_malformed,
-            &shutdown,
-        )
-        .await;
+        self.serve_control(&connection, &requester, send, recv, &shutdown)
+            .await;
         // The control stream is done; attachments may continue on the connection.
         if let Some(attachments) = attachments {
             let _ = attachments.await;
         }
+    }
+
+    /// Serves the control stream: requests, registrations (held until the stream ends), and at
+    /// most one relay, after which the stream carries the relayed bytes until either side ends.
+    async fn serve_control(
+        &self,
+        connection: &quinn::Connection,
+        requester: &Requester,
+        mut send: FramedSend,
+        mut recv: FramedRecv,
+        shutdown: &CancellationToken,
+    ) {
+        let on_malformed = closer(connection);
+        let mut registrations = Vec::new();
+        loop {
+            let served = control::serve(
+                self,
+                requester,
+                &mut send,
+                &mut recv,
+                &on_malformed,
+                shutdown,
+            );
+            let reply = match served.await {
+                None => return,
+                Some(Request::Relay(relay)) => {
+                    let client = (connection.remote_address(), &requester.fingerprint);
+                    match self.registered.open(&relay.to, client, &self.host).await {
+                        Ok(joined) => return relay::join(send, recv, joined, &relay.to).await,
+                        Err(e) => Reply::Error(e),
+                    }
+                }
+                Some(Request::Register(register)) => {
+                    let fingerprint = &requester.fingerprint;
+                    match self.register_relay_node(&register.name, fingerprint, connection) {
+                        Ok(guard) => {
+                            registrations.push(guard);
+                            Reply::Done
+                        }
+                        Err(e) => Reply::Error(e),
+                    }
+                }
+                Some(_) => return,
+            };
+            if send.send(&reply).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Registers a node behind NAT under `name`, if its key is in `relay_nodes`.
+    fn register_relay_node(
+        &self,
+        name: &str,
+        fingerprint: &Fingerprint,
+        connection: &quinn::Connection,
+    ) -> Result<relay::RegisteredGuard, ErrorReply> {
+        if !self.relay_nodes.is_authorized(fingerprint).unwrap_or(false) {
+            return Err(ErrorReply {
+                kind: ErrorKind::Unauthorized,
+                message: format!(
+                    "{} does not authorize relay node key {fingerprint}; on {} run 'cmdop-node authorize --relay {fingerprint}'",
+                    self.host, self.host
+                ),
+            });
+        }
+        self.registered
+            .register(name, fingerprint, connection, &self.host)
     }
 
     /// Counts a welcomed client's connection against `max_connections_per_client`: the reply

@@ -85,6 +85,7 @@ fn another_alpn_or_protocol_version_is_refused_clearly() {
     let target = Target {
         name: "local".into(),
         addr: node.addr(),
+        via: None,
     };
     let err = runtime
         .block_on(dialer.connect_with_alpn(
@@ -287,6 +288,7 @@ fn limits_are_enforced_with_errors_that_name_them() {
     let target = Target {
         name: "local".into(),
         addr: node.addr(),
+        via: None,
     };
     let session = sessions_json_id(&home, "a");
     runtime.block_on(async {
@@ -344,6 +346,7 @@ fn revoke_closes_the_live_connections_of_that_key() {
     let target = Target {
         name: "box".into(),
         addr: node.addr(),
+        via: None,
     };
     let live = runtime.block_on(dialer.connect(&target, None)).unwrap();
     let out = node_home.cmdop_node(&["revoke", &fingerprint]).ok();
@@ -367,6 +370,7 @@ fn handshakes_beyond_the_limit_are_refused_and_the_node_recovers() {
     let target = Target {
         name: "local".into(),
         addr: node.addr(),
+        via: None,
     };
     let mut established = runtime.block_on(dialer.connect(&target, None)).unwrap();
     flood(node.addr().parse().unwrap(), 200, 0);

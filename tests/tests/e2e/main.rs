@@ -6,6 +6,7 @@
 mod hardening;
 mod packaging;
 mod predict;
+mod relay;
 mod roaming;
 mod sessions;
 mod slowlink;

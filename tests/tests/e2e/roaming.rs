@@ -90,7 +90,7 @@ impl Roaming {
     }
 }
 
-fn tail(text: &str, n: usize) -> &str {
+pub(crate) fn tail(text: &str, n: usize) -> &str {
     let mut start = text.len().saturating_sub(n);
     while !text.is_char_boundary(start) {
         start += 1;
@@ -99,11 +99,11 @@ fn tail(text: &str, n: usize) -> &str {
 }
 
 /// A shell loop printing `line-1` .. `line-N` at a steady pace, then a marker.
-fn stream_command(lines: usize, pause: &str) -> String {
+pub(crate) fn stream_command(lines: usize, pause: &str) -> String {
     format!("for i in $(seq 1 {lines}); do echo line-$i; sleep {pause}; done; echo STREAM-$((1+1))-DONE")
 }
 
-fn assert_stream_complete(shown: &str, lines: usize) {
+pub(crate) fn assert_stream_complete(shown: &str, lines: usize) {
     // A prompt may precede the first line; the loop's own echo has `line-$i`, not digits.
     let got: Vec<&str> = shown
         .lines()

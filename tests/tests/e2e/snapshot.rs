@@ -105,6 +105,7 @@ impl Pair {
         let target = Target {
             name: "raw".into(),
             addr: node.addr(),
+            via: None,
         };
         (dialer, target)
     }

@@ -84,6 +84,7 @@ impl Installed {
             let target = Target {
                 name: "local".into(),
                 addr: self.node.addr(),
+                via: None,
             };
             let mut client = dialer.connect(&target, None).await.unwrap();
             let shown = client

@@ -19,6 +19,12 @@ pub async fn migrate(
     host: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let destination = context.target(to)?;
+    if let Some(via) = &destination.via {
+        bail!(
+            "cannot migrate to {to}: it is reached through {}, and the source node cannot dial a relayed node yet; migrate from {to} to a node with an address instead",
+            via.name
+        );
+    }
     let found = find_session(context, query, host.as_deref()).await?;
     let source = &found.target;
     let same = |a: &str, b: &str| with_default_port(a) == with_default_port(b);

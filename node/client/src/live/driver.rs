@@ -356,8 +356,9 @@ impl Driver {
     }
 
     /// Dials the node and re-attaches, resuming from the first offset not shown; an attempt
-    /// whose packets were lost is abandoned quickly, so that the first attempt after the
-    /// network returns starts within about a second.
+    /// whose packets were lost is abandoned quickly (after six round trips, twelve through a
+    /// meeting node), so that the first attempt after the network returns starts within about
+    /// a second.
     fn attempt(&self) -> impl Future<Output = Result<Link, AttachFailure>> + 'static {
         let request = AttachRequest {
             session: self.spec.session,
@@ -370,7 +371,10 @@ impl Driver {
         };
         let dialer = self.dialer.clone();
         let target = self.target.clone();
-        let timeout = (self.rtt * 6).max(Duration::from_secs(1));
+        // A relayed dial takes about five round trips (the meeting node's handshake, hello and
+        // relay, then the node's own handshake and hello through it) instead of two.
+        let trips = if self.target.via.is_some() { 12 } else { 6 };
+        let timeout = (self.rtt * trips).max(Duration::from_secs(1));
         async move {
             let attempt = async {
                 let client = dialer.connect(&target, None).await.map_err(dial_failure)?;

@@ -176,6 +176,7 @@ fn measure(
     let target = Target {
         name: "via".into(),
         addr: netsim.listen_addr().to_string(),
+        via: None,
     };
     let observed = Arc::new(Mutex::new(Observed::default()));
     let (handle, rtt, stats) = runtime.block_on(async {

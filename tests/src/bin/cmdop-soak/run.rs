@@ -216,6 +216,7 @@ pub fn run(options: Options) -> ExitCode {
             let target = Target {
                 name: name.clone(),
                 addr: netsim.listen_addr().to_string(),
+                via: None,
             };
             let client = dialer.connect(&target, None).await.unwrap();
             let spec = AttachSpec {
