@@ -2,7 +2,10 @@
 //! Prints, per load, how long the node served nothing (as the new binary reports it), how long
 //! the command took, the state's rate, and, as the reference measured in the same run, what a
 //! plain restart costs: the time until a restarted node answers again, with every session lost.
+//! With one session it also times an attached `cmdop connect`: from the command's return until
+//! a line typed into it comes back (the client reconnects by itself).
 
+use crate::Pty;
 use cmdop_e2e::{bin, free_port, Home, NodeProcess};
 use cmdop_proto::{CreateSession, ListSessions, SendInput};
 use std::path::PathBuf;
@@ -27,6 +30,7 @@ pub fn run() {
         eprintln!("upgrade: {sessions} sessions of {bytes} bytes...");
         rows.push(measure(sessions, bytes));
     }
+    let typed_again = typing_again_after_upgrade();
     let restart_ms = restart_reference();
     println!();
     println!(
@@ -54,6 +58,11 @@ pub fn run() {
             rate
         );
     }
+    println!(
+        "attached client types again {} ms after the upgrade command returns (p50 of {ROUNDS}, max {}; target 1000)",
+        median(&typed_again),
+        typed_again.iter().max().unwrap_or(&0)
+    );
     println!(
         "reference: a plain restart answers again after {restart_ms} ms and ends every session; \
          upgrade pause with 1 session is {:.2}x that",
@@ -136,6 +145,32 @@ fn fill(home: &Home, node: &NodeProcess, sessions: usize, bytes: u64) {
         }
         client.close().await;
     });
+}
+
+/// Times, over [`ROUNDS`] upgrades, how long after `cmdop-node upgrade` returns an attached
+/// terminal echoes a typed line again.
+fn typing_again_after_upgrade() -> Vec<u64> {
+    let home = Home::new("bench-upgrade-typing");
+    let (_node, _exe) = installed(&home, 1);
+    let home_dir = home.path.display().to_string();
+    let cmdop = bin("cmdop").display().to_string();
+    let env = [("CMDOP_HOME", home_dir.as_str()), ("TERM", "xterm")];
+    let mut term = Pty::spawn(&cmdop, &["connect", "local", "--name", "typing"], &env);
+    term.send(b"echo ready-$((1+1))\r");
+    term.read_until(b"ready-2", Duration::from_secs(10))
+        .expect("the terminal never answered");
+    let mut figures = Vec::new();
+    for round in 0..ROUNDS {
+        home.cmdop_node(&["upgrade"]).ok();
+        let started = Instant::now();
+        let needle = format!("again-{round}-ok");
+        term.send(format!("echo again-{round}-$(echo ok)\r").as_bytes());
+        term.read_until(needle.as_bytes(), Duration::from_secs(30))
+            .expect("the terminal never typed again");
+        figures.push(started.elapsed().as_millis() as u64);
+    }
+    term.send(b"\x04");
+    figures
 }
 
 /// How long a stopped node takes to answer again when started anew.
