@@ -152,6 +152,7 @@ fn run(cli: Cli, handed: Option<Handed>) -> anyhow::Result<()> {
             let fingerprint = parse_fingerprint(&fingerprint)?;
             cmdop_certs::files::ensure_private_dir(&home)?;
             AuthorizedClients::new(&home).revoke(&fingerprint)?;
+            AuthorizedClients::relay_nodes(&home).revoke(&fingerprint)?;
             match close_revoked_connections(&home, &fingerprint) {
                 Ok(closed) => println!("revoked {fingerprint}; new connections are refused and {closed} live connections were closed"),
                 Err(e) => println!("revoked {fingerprint}; new connections are refused (no running node was told to close live ones: {e})"),

@@ -27,6 +27,11 @@ pub enum Command {
         /// A one-time invite token that authorizes this client on the node.
         #[arg(long, allow_hyphen_values = true)]
         token: Option<String>,
+        /// The node's key ('cmdop-node id' on it), pinned before the first connection instead
+        /// of trusted on first use. Needed with --via and --token: the meeting node is on the
+        /// path and must not be able to answer in the node's place and take the token.
+        #[arg(long, value_name = "SHA256:...")]
+        fingerprint: Option<String>,
     },
     /// List known hosts and their pinned keys.
     List,
@@ -58,13 +63,17 @@ pub async fn run(command: Command, context: &Context) -> anyhow::Result<ExitCode
             addr,
             via,
             token,
+            fingerprint,
         } => {
+            if via.is_some() && token.is_some() && fingerprint.is_none() {
+                bail!("--via with --token needs --fingerprint (the node's 'cmdop-node id'), so that only that node can take the token");
+            }
             let entry = match (addr, via) {
                 (Some(addr), _) => HostEntry::direct(addr),
                 (None, Some(via)) => HostEntry::via(&via),
                 (None, None) => bail!("give host {name} an ADDRESS, or --via HOST"),
             };
-            add(context, &name, entry, token).await?
+            add(context, &name, entry, token, fingerprint).await?
         }
         Command::List => list(context)?,
         Command::Remove { name } => remove(context, &name)?,
@@ -77,12 +86,14 @@ fn known_nodes(context: &Context) -> anyhow::Result<KnownNodes> {
     Ok(KnownNodes::load(&context.home.join("known_nodes"))?)
 }
 
-/// Adds a host to config.yaml, after redeeming its invite `token` if given.
+/// Adds a host to config.yaml, after pinning its key `fingerprint` and redeeming its invite
+/// `token`, if given.
 async fn add(
     context: &Context,
     name: &str,
     entry: HostEntry,
     token: Option<String>,
+    fingerprint: Option<String>,
 ) -> anyhow::Result<()> {
     if !valid_name(name) {
         bail!("'{name}' is not a valid host name; use letters, digits, '-', '_' and '.'");
@@ -92,6 +103,11 @@ async fn add(
     }
     let mut config = cmdop_client::home::load_config(&context.home)?;
     let target = host_target(&config, name, &entry)?;
+    if let Some(fingerprint) = fingerprint {
+        let fingerprint: cmdop_certs::Fingerprint = fingerprint.parse()?;
+        let key = cmdop_client::dial::with_default_port(&target.addr);
+        known_nodes(context)?.insert(&key, fingerprint)?;
+    }
     if let Some(token) = token {
         // Redeem the invite first: a host that cannot be reached or refuses the token is not
         // added.

@@ -253,9 +253,16 @@ impl Dialer {
             Err(e) => return Err(e),
         }
         let socket = VirtualSocket::new(crate::vsock::synthetic_addr(0));
+        let meeting_connection = meeting.connection.clone();
         let (send, recv) = meeting.into_streams();
         let (recv, buffered) = recv.into_parts();
         let peer = socket.add_peer(send.into_inner(), recv, buffered);
+        // Whatever ends this dial early (an error, a timeout dropping it) ends the relay too.
+        let parts = RelayParts {
+            socket: socket.clone(),
+            peer: peer.addr,
+            meeting: meeting_connection,
+        };
         let endpoint = socket
             .endpoint(quinn::EndpointConfig::default(), None)
             .map_err(|e| ClientError::setup_from("cannot open a relayed socket", e))?;
@@ -267,7 +274,11 @@ impl Dialer {
         let client = self
             .connect_on(way, target, credential, alpn, version)
             .await?;
-        tokio::spawn(close_when_relay_ends(client.connection.clone(), peer.ended));
+        tokio::spawn(close_when_relay_ends(
+            client.connection.clone(),
+            peer.ended,
+            parts,
+        ));
         Ok(client)
     }
 
@@ -396,11 +407,39 @@ impl Dialer {
 /// idle timeout.
 async fn close_when_relay_ends(
     connection: quinn::Connection,
-    ended: tokio::sync::oneshot::Receiver<()>,
+    mut ended: tokio::sync::oneshot::Receiver<()>,
+    parts: RelayParts,
 ) {
     tokio::select! {
-        _ = ended => connection.close(close_code::DONE.into(), b"the relay ended"),
+        _ = &mut ended => {
+            connection.close(close_code::DONE.into(), b"the relay ended");
+            return;
+        }
         _ = connection.closed() => {}
+    }
+    // The inner connection is over: its last packets leave, then the relayed stream finishes
+    // and the connection to the meeting node closes.
+    parts.socket.remove_peer(parts.peer);
+    let _ = tokio::time::timeout(RELAY_LINGER, ended).await;
+}
+
+/// How long a finished relayed connection's last packets get before the relay is closed.
+const RELAY_LINGER: Duration = Duration::from_secs(1);
+
+/// The outer parts of a relayed connection: its peer on the virtual socket and the connection
+/// to the meeting node. Dropped, they end (the relayed stream finishes, the meeting connection
+/// closes), so nothing of a relay outlives its connection or an abandoned dial.
+struct RelayParts {
+    socket: Arc<VirtualSocket>,
+    peer: std::net::SocketAddr,
+    meeting: quinn::Connection,
+}
+
+impl Drop for RelayParts {
+    fn drop(&mut self) {
+        self.socket.remove_peer(self.peer);
+        self.meeting
+            .close(close_code::DONE.into(), b"the relayed connection ended");
     }
 }
 

@@ -178,6 +178,12 @@ impl VirtualSocket {
         Peer { addr: peer, ended }
     }
 
+    /// Forgets `peer`: its stream carries what is queued for it, then finishes (the relay's
+    /// other end sees it end).
+    pub fn remove_peer(&self, peer: SocketAddr) {
+        self.lock_routes().remove(&peer);
+    }
+
     /// How many relayed peers are connected.
     pub fn peers(&self) -> usize {
         self.lock_routes().len()

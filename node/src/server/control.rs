@@ -245,7 +245,7 @@ fn close_revoked(node: &Node, requester: &Fingerprint, revoked: &Fingerprint) ->
             node.host
         ));
     }
-    let closed = node.live.close_all_of(revoked);
+    let closed = node.live.close_all_of(revoked) + node.registered.close_all_of(revoked);
     tracing::info!(%revoked, closed, "closed the connections of a revoked key");
     Reply::Revoked(closed)
 }

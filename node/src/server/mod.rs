@@ -565,6 +565,16 @@ impl Node {
                         Err(e) => Reply::Error(e),
                     }
                 }
+                // One registration per connection: a key cannot hoard names.
+                Some(Request::Register(_)) if !registrations.is_empty() => {
+                    Reply::Error(ErrorReply {
+                        kind: ErrorKind::Limit,
+                        message: format!(
+                            "this connection already holds a registration at {}; one name per connection",
+                            self.host
+                        ),
+                    })
+                }
                 Some(Request::Register(register)) => {
                     let fingerprint = &requester.fingerprint;
                     match self.register_relay_node(&register.name, fingerprint, connection) {

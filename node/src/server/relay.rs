@@ -67,6 +67,27 @@ impl Registered {
         self.names.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Closes the registration connections of `fingerprint` (a revoked key); returns how many.
+    pub fn close_all_of(&self, fingerprint: &Fingerprint) -> u32 {
+        let names = self.names();
+        let mut closed = 0;
+        for registration in names.values().filter(|r| r.fingerprint == *fingerprint) {
+            registration.connection.close(
+                cmdop_proto::close_code::UNAUTHORIZED.into(),
+                b"this node key was revoked on the meeting node",
+            );
+            closed += 1;
+        }
+        closed
+    }
+
+    /// Closes every registration connection with `code` (the registered nodes dial again).
+    pub fn close_all(&self, code: u32, reason: &[u8]) {
+        for registration in self.names().values() {
+            registration.connection.close(code.into(), reason);
+        }
+    }
+
     /// Registers `name` for `fingerprint` on `connection`. A name held by another key's live
     /// connection is refused; the same key registering again replaces its old registration.
     pub fn register(

@@ -75,17 +75,26 @@ impl RelayEndpoint {
     }
 
     /// Closes `connection` when its relayed stream ends, so its attachments end at once.
+    /// When the connection ends first, its relayed stream is finished after its last packets.
     fn close_with_stream(&self, connection: &quinn::Connection) {
-        let Some(ended) = self.ends().remove(&connection.remote_address()) else {
+        let peer = connection.remote_address();
+        let Some(mut ended) = self.ends().remove(&peer) else {
             return;
         };
         let connection = connection.clone();
+        let socket = self.socket.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = ended => connection.close(close_code::DONE.into(), b"the relay ended"),
-                _ = connection.closed() => {}
+                _ = &mut ended => connection.close(close_code::DONE.into(), b"the relay ended"),
+                _ = connection.closed() => socket.remove_peer(peer),
             }
         });
+    }
+
+    /// Finishes the relayed stream of `peer`, whose connection never came to be.
+    fn drop_peer(&self, peer: SocketAddr) {
+        self.ends().remove(&peer);
+        self.socket.remove_peer(peer);
     }
 
     /// Closes every relayed connection.
@@ -126,17 +135,28 @@ async fn accept_relayed(node: Arc<Node>, relay: Arc<RelayEndpoint>, shutdown: Ca
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
         let Some(incoming) = incoming else { break };
+        // Relayed peers are unauthenticated until their handshake ends, as direct ones.
+        if handshakes.load(std::sync::atomic::Ordering::Acquire)
+            >= node.registry.config().max_handshakes
+        {
+            incoming.refuse();
+            continue;
+        }
         let node = node.clone();
         let token = shutdown.child_token();
         let guard = HandshakeGuard::enter(&handshakes);
         let relay = relay.clone();
         tasks.spawn(async move {
+            let peer = incoming.remote_address();
             match incoming.await {
                 Ok(connection) => {
                     relay.close_with_stream(&connection);
                     node.serve_connection(connection, token, guard).await
                 }
-                Err(e) => tracing::info!("relayed handshake failed: {e}"),
+                Err(e) => {
+                    tracing::info!("relayed handshake failed: {e}");
+                    relay.drop_peer(peer);
+                }
             }
         });
     }

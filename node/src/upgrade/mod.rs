@@ -218,10 +218,10 @@ pub(crate) async fn perform(node: &Arc<Node>, plan: UpgradePlan) {
 /// fails, starts the tasks again and returns why.
 async fn hand_over(node: &Arc<Node>, plan: &UpgradePlan, paused_at: u64) -> String {
     // No request or keystroke arrives from here on: the snapshot below is the last word.
-    let closed = node.live.close_all(
-        close_code::UPGRADING,
-        b"cmdop-node is upgrading in place; reconnecting",
-    );
+    let reason = b"cmdop-node is upgrading in place; reconnecting";
+    let closed = node.live.close_all(close_code::UPGRADING, reason);
+    // Nodes registered here for relaying dial again at once.
+    node.registered.close_all(close_code::UPGRADING, reason);
     let sessions = node.registry.all();
     let mut halted = Vec::with_capacity(sessions.len());
     for session in &sessions {

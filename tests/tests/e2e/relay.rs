@@ -426,3 +426,72 @@ fn relayed_roaming_loss_and_a_blackout_lose_and_repeat_nothing() {
         "{counters}"
     );
 }
+
+#[test]
+fn relayed_connections_closed_or_abandoned_leave_nothing_behind() {
+    let meeting = Meeting::start("relay-leak", true);
+    meeting.wait_registered(1);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let dialer = meeting.client.dialer(Duration::from_secs(5));
+        let target = Target::relayed("home", Target::direct("vps", &meeting.vps.addr()));
+        // More than max_connections_per_client (16) at the meeting node, one after another:
+        // each closed connection must free its relay there.
+        for n in 0..24 {
+            let mut client = dialer
+                .connect(&target, None)
+                .await
+                .unwrap_or_else(|e| panic!("relayed dial {n}: {e}"));
+            client.call(cmdop_proto::ListSessions).await.unwrap();
+            client.close().await;
+        }
+        // Dials abandoned part way (as a reconnect attempt that times out is) free theirs too.
+        for wait_ms in 1..=20 {
+            let dial = dialer.connect(&target, None);
+            let _ = tokio::time::timeout(Duration::from_millis(wait_ms), dial).await;
+        }
+        // Their closes take a moment to reach the meeting node; a leak would last for good.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match dialer.connect(&target, None).await {
+                Ok(client) => break client.close().await,
+                Err(e) if Instant::now() > deadline => panic!("abandoned dials leaked: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        for n in 0..4 {
+            let mut client = dialer
+                .connect(&target, None)
+                .await
+                .unwrap_or_else(|e| panic!("relayed dial after the abandoned ones, {n}: {e}"));
+            client.call(cmdop_proto::ListSessions).await.unwrap();
+            client.close().await;
+        }
+    });
+}
+
+#[test]
+fn a_home_key_given_up_front_is_the_only_one_accepted_through_the_meeting_node() {
+    let meeting = Meeting::start("relay-fingerprint", true);
+    meeting.wait_registered(1);
+    let client = &meeting.client;
+    let err = client
+        .cmdop(&["host", "add", "h2", "--via", "vps", "--token", "t0ken"])
+        .fails();
+    assert!(
+        err.contains("--via with --token needs --fingerprint"),
+        "{err}"
+    );
+    let add_pinned = |key: &str| {
+        client.cmdop(&["host", "remove", "home"]);
+        client
+            .cmdop(&["host", "add", "home", "--via", "vps", "--fingerprint", key])
+            .ok();
+    };
+    // The meeting node's key where the home node's belongs: as if it answered in its place.
+    add_pinned(&meeting.vps_key);
+    let err = create_fails(client);
+    assert!(err.contains("NODE KEY CHANGED for home"), "{err}");
+    add_pinned(&meeting.home_key);
+    client.cmdop(&["session", "create", "home"]).ok();
+}
