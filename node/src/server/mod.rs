@@ -82,7 +82,7 @@ pub struct Node {
     pub host: String,
     /// Largest frame accepted.
     pub max_frame: usize,
-    endpoint: quinn::Endpoint,
+    pub(crate) endpoint: quinn::Endpoint,
     /// Admitted connections, for per-client limits and for closing a revoked client's.
     pub(crate) live: Arc<LiveConnections>,
     /// Scheduled commands ([`crate::trigger`]).

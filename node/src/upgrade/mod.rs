@@ -218,6 +218,9 @@ pub(crate) async fn perform(node: &Arc<Node>, plan: UpgradePlan) {
 /// fails, starts the tasks again and returns why.
 async fn hand_over(node: &Arc<Node>, plan: &UpgradePlan, paused_at: u64) -> String {
     // No request or keystroke arrives from here on: the snapshot below is the last word.
+    // A client dialing meanwhile is told at once to try again, rather than left to find out
+    // after a handshake timeout that its first packet died with this process.
+    let refusing = tokio::spawn(refuse_connections(node.endpoint.clone()));
     let reason = b"cmdop-node is upgrading in place; reconnecting";
     let closed = node.live.close_all(close_code::UPGRADING, reason);
     // Nodes registered here for relaying dial again at once.
@@ -231,11 +234,20 @@ async fn hand_over(node: &Arc<Node>, plan: &UpgradePlan, paused_at: u64) -> Stri
         // The close frames leave before the process is replaced.
         tokio::time::sleep(CLOSE_GRACE).await;
     }
+    // No await from here to execve: the task never runs again.
+    refusing.abort();
     let error = exec(node, plan, paused_at, &sessions, &mut halted);
     for (session, halted) in sessions.iter().zip(halted) {
         session.resume_io(halted);
     }
     error
+}
+
+/// Refuses every connection attempt until aborted.
+async fn refuse_connections(endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        incoming.refuse();
+    }
 }
 
 /// Writes the state down and executes the new binary; returns only on failure, with why, and
