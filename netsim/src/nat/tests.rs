@@ -23,6 +23,11 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// The external port of the mapping `from` -> `to` at `at` (created or refreshed).
+fn mapped(table: &mut Nat, from: SocketAddr, to: SocketAddr, at: Instant) -> u16 {
+    table.outbound(from, to, at).unwrap().external_port
+}
+
 #[test]
 fn kind_names_round_trip() {
     for kind in NatKind::ALL {
@@ -162,10 +167,7 @@ fn unknown_port_admits_nothing() {
 fn mapping_lapses_after_the_idle_timeout() {
     let t0 = Instant::now();
     let mut table = nat(NatKind::FullCone);
-    let port = table
-        .outbound(addr(HOST_A), addr(SERVER), t0)
-        .unwrap()
-        .external_port;
+    let port = mapped(&mut table, addr(HOST_A), addr(SERVER), t0);
     let just_before = t0 + DEFAULT_MAPPING_TIMEOUT - Duration::from_millis(1);
     assert!(table.inbound(port, addr(SERVER), just_before).is_some());
     assert!(table
@@ -177,10 +179,7 @@ fn mapping_lapses_after_the_idle_timeout() {
 fn inbound_traffic_does_not_refresh_a_mapping() {
     let t0 = Instant::now();
     let mut table = nat(NatKind::FullCone);
-    let port = table
-        .outbound(addr(HOST_A), addr(SERVER), t0)
-        .unwrap()
-        .external_port;
+    let port = mapped(&mut table, addr(HOST_A), addr(SERVER), t0);
     for s in 1..30 {
         assert!(table.inbound(port, addr(SERVER), t0 + secs(s)).is_some());
     }
@@ -191,10 +190,7 @@ fn inbound_traffic_does_not_refresh_a_mapping() {
 fn outbound_traffic_refreshes_a_mapping() {
     let t0 = Instant::now();
     let mut table = nat(NatKind::PortRestricted);
-    let port = table
-        .outbound(addr(HOST_A), addr(SERVER), t0)
-        .unwrap()
-        .external_port;
+    let port = mapped(&mut table, addr(HOST_A), addr(SERVER), t0);
     let refreshed = table
         .outbound(addr(HOST_A), addr(SERVER), t0 + secs(20))
         .unwrap();
@@ -224,10 +220,7 @@ fn a_lapsed_mapping_comes_back_on_a_new_port() {
 fn each_permission_lapses_on_its_own() {
     let t0 = Instant::now();
     let mut table = nat(NatKind::PortRestricted);
-    let port = table
-        .outbound(addr(HOST_A), addr(SERVER), t0)
-        .unwrap()
-        .external_port;
+    let port = mapped(&mut table, addr(HOST_A), addr(SERVER), t0);
     table
         .outbound(addr(HOST_A), addr(STRANGER), t0 + secs(20))
         .unwrap();
@@ -243,10 +236,7 @@ fn the_timeout_is_configurable() {
         mapping_timeout: secs(5),
         ..NatConfig::new(NatKind::FullCone)
     });
-    let port = table
-        .outbound(addr(HOST_A), addr(SERVER), t0)
-        .unwrap()
-        .external_port;
+    let port = mapped(&mut table, addr(HOST_A), addr(SERVER), t0);
     assert!(table.inbound(port, addr(STRANGER), t0 + secs(4)).is_some());
     assert!(table.inbound(port, addr(STRANGER), t0 + secs(5)).is_none());
 }
@@ -255,10 +245,7 @@ fn the_timeout_is_configurable() {
 fn no_nat_never_expires_idle_mappings() {
     let t0 = Instant::now();
     let mut table = nat(NatKind::None);
-    let port = table
-        .outbound(addr(HOST_A), addr(SERVER), t0)
-        .unwrap()
-        .external_port;
+    let port = mapped(&mut table, addr(HOST_A), addr(SERVER), t0);
     let much_later = t0 + secs(24 * 3600);
     assert_eq!(table.expire_idle(much_later), 0);
     assert_eq!(
@@ -271,14 +258,8 @@ fn no_nat_never_expires_idle_mappings() {
 fn expire_idle_sweeps_only_lapsed_mappings() {
     let t0 = Instant::now();
     let mut table = nat(NatKind::Symmetric);
-    let idle = table
-        .outbound(addr(HOST_A), addr(SERVER), t0)
-        .unwrap()
-        .external_port;
-    let busy = table
-        .outbound(addr(HOST_A), addr(STRANGER), t0 + secs(10))
-        .unwrap()
-        .external_port;
+    let idle = mapped(&mut table, addr(HOST_A), addr(SERVER), t0);
+    let busy = mapped(&mut table, addr(HOST_A), addr(STRANGER), t0 + secs(10));
     assert_eq!(table.expire_idle(t0 + secs(30)), 1);
     assert_eq!(table.take_released(), vec![idle]);
     assert_eq!(table.mapping_count(), 1);
@@ -289,14 +270,8 @@ fn expire_idle_sweeps_only_lapsed_mappings() {
 fn expire_all_forgets_every_mapping_once() {
     let t0 = Instant::now();
     let mut table = nat(NatKind::FullCone);
-    let a = table
-        .outbound(addr(HOST_A), addr(SERVER), t0)
-        .unwrap()
-        .external_port;
-    let b = table
-        .outbound(addr(HOST_B), addr(SERVER), t0)
-        .unwrap()
-        .external_port;
+    let a = mapped(&mut table, addr(HOST_A), addr(SERVER), t0);
+    let b = mapped(&mut table, addr(HOST_B), addr(SERVER), t0);
     assert_eq!(table.expire_all(), 2);
     let mut released = table.take_released();
     released.sort_unstable();
