@@ -274,11 +274,7 @@ impl Dialer {
         let client = self
             .connect_on(way, target, credential, alpn, version)
             .await?;
-        tokio::spawn(close_when_relay_ends(
-            client.connection.clone(),
-            peer.ended,
-            parts,
-        ));
+        tokio::spawn(close_when_relay_ends(endpoint.clone(), peer.ended, parts));
         Ok(client)
     }
 
@@ -406,19 +402,21 @@ impl Dialer {
 /// node's registration went away), so a live terminal reconnects at once instead of after the
 /// idle timeout.
 async fn close_when_relay_ends(
-    connection: quinn::Connection,
+    endpoint: quinn::Endpoint,
     mut ended: tokio::sync::oneshot::Receiver<()>,
     parts: RelayParts,
 ) {
+    // The endpoint, not the connection: holding a connection would keep it open after every
+    // user of it let it go. The endpoint serves this one connection and is idle once it closed.
     tokio::select! {
         _ = &mut ended => {
-            connection.close(close_code::DONE.into(), b"the relay ended");
+            endpoint.close(close_code::DONE.into(), b"the relay ended");
             return;
         }
-        _ = connection.closed() => {}
+        () = endpoint.wait_idle() => {}
     }
-    // The inner connection is over: its last packets leave, then the relayed stream finishes
-    // and the connection to the meeting node closes.
+    // The inner connection is over and its last packets left: the relayed stream finishes and
+    // the connection to the meeting node closes.
     parts.socket.remove_peer(parts.peer);
     let _ = tokio::time::timeout(RELAY_LINGER, ended).await;
 }

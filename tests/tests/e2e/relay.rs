@@ -445,7 +445,16 @@ fn relayed_connections_closed_or_abandoned_leave_nothing_behind() {
             client.call(cmdop_proto::ListSessions).await.unwrap();
             client.close().await;
         }
-        // Dials abandoned part way (as a reconnect attempt that times out is) free theirs too.
+        // Connections let go without a close (as a live terminal's attempt that timed out after
+        // its dial is) free theirs too...
+        for n in 0..20 {
+            let client = dialer
+                .connect(&target, None)
+                .await
+                .unwrap_or_else(|e| panic!("relayed dial {n} let go: {e}"));
+            drop(client);
+        }
+        // ... and so do dials abandoned part way.
         for wait_ms in 1..=20 {
             let dial = dialer.connect(&target, None);
             let _ = tokio::time::timeout(Duration::from_millis(wait_ms), dial).await;
