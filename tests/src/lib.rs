@@ -219,16 +219,16 @@ impl NodeProcess {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .env("CMDOP_HOME", &home.path)
             .env("SHELL", "/bin/sh")
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
+            .stderr(log_file);
+        let child = spawn_fresh_binary(&mut command);
         let node = NodeProcess { child, port, log };
         let up = wait_until(Duration::from_secs(10), || {
             std::fs::read_to_string(&node.log)
@@ -297,6 +297,24 @@ impl NodeProcess {
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Spawns `command`, whose program a test may have just written (a copied binary). While any
+/// thread of this multi-threaded test process is between fork and exec, its child holds every
+/// descriptor open then, a copy's write end included, and executing that file fails with
+/// ETXTBSY ("text file busy") until the child's exec closes it: a matter of microseconds, so
+/// the spawn is tried again for that error only.
+pub fn spawn_fresh_binary(command: &mut Command) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match command.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("cannot start {:?}: {e}", command.get_program()),
+        }
     }
 }
 

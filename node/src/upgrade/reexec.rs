@@ -202,13 +202,15 @@ fn set_inherited(fds: &[RawFd], inherited: bool) -> io::Result<()> {
 async fn dry_run(exe: PathBuf, preview: Vec<u8>) -> CheckResult {
     use tokio::io::AsyncWriteExt;
     let shown = exe.display().to_string();
-    let mut child = tokio::process::Command::new(&exe)
+    let mut command = tokio::process::Command::new(&exe);
+    command
         .arg(CHECK_COMMAND)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    let mut child = spawn_when_written(&mut command)
+        .await
         .map_err(|e| format!("cannot run the new binary {shown}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         // Written beside the wait: a binary that never reads must not hold the node up. One
@@ -239,6 +241,23 @@ async fn dry_run(exe: PathBuf, preview: Vec<u8>) -> CheckResult {
             output.status,
             last_line(&stderr).map(|l| format!(": {l}")).unwrap_or_default()
         )),
+    }
+}
+
+/// Spawns `command`; a binary still open for writing somewhere (ETXTBSY: an installer finishing,
+/// or any process between fork and exec holding its descriptor) is tried again for a second.
+async fn spawn_when_written(
+    command: &mut tokio::process::Command,
+) -> io::Result<tokio::process::Child> {
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            spawned => return spawned,
+        }
     }
 }
 
