@@ -64,6 +64,7 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::nat::{Nat, NatConfig, NatKind, DEFAULT_MAPPING_TIMEOUT};
+use crate::relay::is_transient;
 
 pub mod control;
 pub mod frame;
@@ -295,17 +296,6 @@ impl Shared {
         state.nat.expire_idle(Instant::now());
         state.close_released(&self.counters);
     }
-}
-
-/// Socket errors after which receiving may simply continue (ICMP feedback).
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
 }
 
 /// Back off briefly after a receive error that may repeat at once.

@@ -105,7 +105,7 @@ impl Session {
                 .as_ref()
                 .map(|w| w.pending.clone())
                 .unwrap_or_default(),
-            screen: screen.into(),
+            screen,
         })
     }
 
@@ -150,7 +150,7 @@ impl Session {
             writing: state.writing,
             child_running: state.child_running,
         };
-        let screen = SessionScreen::imported(state.screen.into());
+        let screen = SessionScreen::imported(state.screen);
         Session::assemble(about, core, screen, spawned, carry)
     }
 }

@@ -64,14 +64,15 @@ pub struct Resume {
     pub skips: bool,
 }
 
-/// The screen at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The screen at one moment (an upgrade in place hands it down as this).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScreenShot {
     /// The output offset it stands for.
     pub offset: u64,
     /// Its size.
     pub size: WinSize,
     /// Bytes that redraw it on a freshly reset terminal of that size.
+    #[serde(with = "serde_bytes")]
     pub dump: Vec<u8>,
 }
 

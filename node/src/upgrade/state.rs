@@ -97,19 +97,7 @@ pub struct SessionState {
     #[serde(with = "serde_bytes")]
     pub pending_input: Vec<u8>,
     /// The screen model.
-    pub screen: ScreenState,
-}
-
-/// A screen model, as the bytes that redraw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScreenState {
-    /// The output offset it stands for.
-    pub offset: u64,
-    /// Its size.
-    pub size: WinSize,
-    /// The bytes that redraw it on a blank screen of that size.
-    #[serde(with = "serde_bytes")]
-    pub dump: Vec<u8>,
+    pub screen: ScreenShot,
 }
 
 impl SessionState {
@@ -138,31 +126,11 @@ impl SessionState {
             ring: Vec::new(),
             input: InputLedger::default(),
             pending_input: Vec::new(),
-            screen: ScreenState {
+            screen: ScreenShot {
                 offset: info.output_bytes,
                 size: info.size,
                 dump: Vec::new(),
             },
-        }
-    }
-}
-
-impl From<ScreenShot> for ScreenState {
-    fn from(shot: ScreenShot) -> Self {
-        ScreenState {
-            offset: shot.offset,
-            size: shot.size,
-            dump: shot.dump,
-        }
-    }
-}
-
-impl From<ScreenState> for ScreenShot {
-    fn from(state: ScreenState) -> Self {
-        ScreenShot {
-            offset: state.offset,
-            size: state.size,
-            dump: state.dump,
         }
     }
 }
@@ -293,7 +261,7 @@ mod tests {
                 ring: (0..=255u8).cycle().take(70_000).collect(),
                 input: InputLedger::default(),
                 pending_input: b"ls\r".to_vec(),
-                screen: ScreenState {
+                screen: ScreenShot {
                     offset: 70_100,
                     size: WinSize { rows: 24, cols: 80 },
                     dump: b"\x1b[Hprompt$ ".to_vec(),
