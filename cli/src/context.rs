@@ -82,11 +82,13 @@ impl Context {
         if let Some(dialer) = self.dialer.get() {
             return Ok(dialer.clone());
         }
-        let dialer = Arc::new(Dialer::new(
+        let mut dialer = Dialer::new(
             Arc::new(self.identity()?),
             self.home.join("known_nodes"),
             self.config.client.connect_timeout.0,
-        )?);
+        )?;
+        dialer.hole_punching = self.config.client.hole_punching;
+        let dialer = Arc::new(dialer);
         Ok(self.dialer.get_or_init(|| dialer).clone())
     }
 

@@ -182,13 +182,23 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts a node for `home` on `port`; `node_config` is extra YAML under `node:`.
     pub fn start(home: &Home, port: u16, node_config: &str) -> NodeProcess {
+        Self::start_with_env(home, port, node_config, &[])
+    }
+
+    /// As [`NodeProcess::start`], with extra environment variables.
+    pub fn start_with_env(
+        home: &Home,
+        port: u16,
+        node_config: &str,
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let mut config = format!("node:\n  listen: 127.0.0.1:{port}\n");
         for line in node_config.lines() {
             config.push_str(&format!("  {line}\n"));
         }
         config.push_str("client:\n  connect_timeout: 10s\n");
         home.write_config(&config);
-        Self::spawn(home, port)
+        Self::spawn_with_env(home, port, env)
     }
 
     /// Starts a node for `home` with its existing config.

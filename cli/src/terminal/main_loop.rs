@@ -213,6 +213,7 @@ impl Shown<'_> {
                 }
             }
             Event::Link(state) => self.status.link(&mut out, &state, self.attached.host()),
+            Event::Direct(_) => {}
             Event::End(end) => {
                 if let Some(echo) = self.echo.as_mut() {
                     echo.finish(&mut out)?;

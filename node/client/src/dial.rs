@@ -14,6 +14,7 @@ pub use crate::node_client::NodeClient;
 
 use crate::error::{recv_error, send_error};
 use crate::tls::client_config;
+use crate::udp::{MainSocket, PunchLog};
 use crate::vsock::VirtualSocket;
 use crate::wire::{FramedRecv, FramedSend, RecvError};
 use cmdop_certs::verify::SeenFingerprint;
@@ -25,6 +26,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Any local address, any port.
+const ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// A node to dial.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,11 +74,17 @@ impl Target {
 /// Dials nodes with this client's identity.
 pub struct Dialer {
     endpoint: quinn::Endpoint,
+    /// Where punches from nodes came from, across rebinds.
+    punches: Arc<PunchLog>,
+    /// The NAT box every socket of this dialer sends through, if any.
+    nat_box: Option<SocketAddr>,
     identity: Arc<Identity>,
     known_nodes: PathBuf,
     pins: Mutex<()>,
     /// How long to wait for a node.
     pub timeout: Duration,
+    /// Whether relayed connections offer a direct path to try ([`NodeClient::punch_to`]).
+    pub hole_punching: bool,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -136,10 +147,12 @@ impl Attempt<'_> {
 
 /// Where a dial goes: the endpoint (the dialer's, or one over a relayed stream), the node's
 /// address on it, and when the dial began.
-struct Way<'a> {
-    endpoint: &'a quinn::Endpoint,
-    addr: SocketAddr,
-    started: Instant,
+pub(crate) struct Way<'a> {
+    pub endpoint: &'a quinn::Endpoint,
+    pub addr: SocketAddr,
+    pub started: Instant,
+    /// The round trip to assume before the first is measured (quinn's default when None).
+    pub initial_rtt: Option<Duration>,
 }
 
 /// What the node said to our hello.
@@ -150,26 +163,56 @@ struct Greeted {
 }
 
 impl Dialer {
-    /// A dialer bound to an ephemeral UDP port.
+    /// A dialer bound to an ephemeral UDP port (behind the NAT box named by
+    /// [`crate::udp::NAT_BOX_ENV`], if set).
     pub fn new(
         identity: Arc<Identity>,
         known_nodes: PathBuf,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
+        let nat_box = crate::udp::nat_box_from_env()
+            .map_err(|e| ClientError::setup_from("cannot open a UDP socket", e))?;
+        Self::behind(identity, known_nodes, timeout, nat_box)
+    }
+
+    /// A dialer bound to an ephemeral UDP port that sends through `nat_box` if given (tests put
+    /// clients behind simulated NATs this way).
+    pub fn behind(
+        identity: Arc<Identity>,
+        known_nodes: PathBuf,
+        timeout: Duration,
+        nat_box: Option<SocketAddr>,
+    ) -> Result<Self, ClientError> {
+        let punches = Arc::new(PunchLog::default());
+        let endpoint = main_socket(nat_box, &punches)
+            .and_then(|socket| socket.endpoint(quinn::EndpointConfig::default(), None))
             .map_err(|e| ClientError::setup_from("cannot open a UDP socket", e))?;
         Ok(Dialer {
             endpoint,
+            punches,
+            nat_box,
             identity,
             known_nodes,
             pins: Mutex::new(()),
             timeout,
+            hole_punching: true,
         })
     }
 
-    /// The local endpoint (for rebinding after a network change).
+    /// The local endpoint.
     pub fn endpoint(&self) -> &quinn::Endpoint {
         &self.endpoint
+    }
+
+    /// Moves to a fresh UDP socket, as after a network change; connections migrate with it.
+    pub fn rebind(&self) -> std::io::Result<()> {
+        let socket = main_socket(self.nat_box, &self.punches)?;
+        self.endpoint.rebind_abstract(socket)
+    }
+
+    /// Where punches from nodes came from.
+    pub fn punches(&self) -> &Arc<PunchLog> {
+        &self.punches
     }
 
     /// Resolves a target's address.
@@ -222,6 +265,7 @@ impl Dialer {
             endpoint: &self.endpoint,
             addr,
             started,
+            initial_rtt: None,
         };
         self.connect_on(way, target, credential, alpn, version)
             .await
@@ -242,8 +286,8 @@ impl Dialer {
         let relay = Relay {
             to: target.name.clone(),
         };
-        match meeting.call(relay).await {
-            Ok(()) => {}
+        let relaying = match meeting.call(relay).await {
+            Ok(relaying) => relaying,
             Err(ClientError::Rejected(e)) if e.kind == ErrorKind::NotFound => {
                 return Err(ClientError::Unregistered {
                     name: target.name.clone(),
@@ -251,7 +295,7 @@ impl Dialer {
                 })
             }
             Err(e) => return Err(e),
-        }
+        };
         let socket = VirtualSocket::new(crate::vsock::synthetic_addr(0));
         let meeting_connection = meeting.connection.clone();
         let (send, recv) = meeting.into_streams();
@@ -270,16 +314,20 @@ impl Dialer {
             endpoint: &endpoint,
             addr: peer.addr,
             started,
+            initial_rtt: None,
         };
-        let client = self
+        let mut client = self
             .connect_on(way, target, credential, alpn, version)
             .await?;
         tokio::spawn(close_when_relay_ends(endpoint.clone(), peer.ended, parts));
+        if self.hole_punching {
+            client.punch_to = relaying.node_addr.parse().ok();
+        }
         Ok(client)
     }
 
     /// Dials `target` on `way`: handshake, pin check, hello, and the pin of a new key.
-    async fn connect_on(
+    pub(crate) async fn connect_on(
         &self,
         way: Way<'_>,
         target: &Target,
@@ -323,6 +371,7 @@ impl Dialer {
             host: greeted.host,
             fingerprint: presented,
             target: target.clone(),
+            punch_to: None,
         })
     }
 
@@ -341,7 +390,7 @@ impl Dialer {
         way: &Way<'_>,
         alpn: &[u8],
     ) -> Result<(quinn::Connection, Fingerprint), ClientError> {
-        let config = client_config(
+        let mut config = client_config(
             &self.identity,
             attempt.pin.clone(),
             attempt.seen.clone(),
@@ -351,6 +400,11 @@ impl Dialer {
             message: e.to_string(),
             source: Some(e.into()),
         })?;
+        if let Some(rtt) = way.initial_rtt {
+            let mut transport = crate::tls::transport_config();
+            transport.initial_rtt(rtt);
+            config.transport_config(Arc::new(transport));
+        }
         let connecting = way
             .endpoint
             .connect_with(config, way.addr, "cmdop-node")
@@ -439,6 +493,18 @@ impl Drop for RelayParts {
         self.meeting
             .close(close_code::DONE.into(), b"the relayed connection ended");
     }
+}
+
+/// A fresh socket on an ephemeral port, through `nat_box` if given.
+fn main_socket(
+    nat_box: Option<SocketAddr>,
+    punches: &Arc<PunchLog>,
+) -> std::io::Result<Arc<MainSocket>> {
+    MainSocket::wrap(
+        std::net::UdpSocket::bind(ANY_PORT)?,
+        nat_box,
+        punches.clone(),
+    )
 }
 
 /// Closes a connection whose key differs from the pin, and says so.

@@ -12,6 +12,8 @@ pub mod home;
 pub mod live;
 mod node_client;
 pub mod predict;
+pub mod punch;
 pub mod tls;
+pub mod udp;
 pub mod vsock;
 pub mod wire;

@@ -19,6 +19,8 @@ pub struct NodeClient {
     pub fingerprint: Fingerprint,
     /// The target dialed.
     pub target: Target,
+    /// For a relayed connection: where the meeting node sees the node, to punch a hole to.
+    pub punch_to: Option<std::net::SocketAddr>,
 }
 
 impl NodeClient {

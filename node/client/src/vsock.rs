@@ -199,12 +199,7 @@ impl VirtualSocket {
         config: quinn::EndpointConfig,
         server: Option<quinn::ServerConfig>,
     ) -> io::Result<quinn::Endpoint> {
-        quinn::Endpoint::new_with_abstract_socket(
-            config,
-            server,
-            self.clone(),
-            Arc::new(quinn::TokioRuntime),
-        )
+        crate::udp::endpoint_on(self.clone(), config, server)
     }
 }
 

@@ -133,6 +133,9 @@ pub struct ClientConfig {
     pub detach_key: String,
     /// Predictive local echo: `adaptive` (on slow links), `always` or `never`.
     pub predict: Predict,
+    /// Whether a terminal reached through a meeting node tries a direct path to the node
+    /// (hole punching) and moves there when one opens.
+    pub hole_punching: bool,
 }
 
 /// When the live terminal shows keystrokes before the node echoes them.
@@ -170,6 +173,7 @@ impl Default for ClientConfig {
             connect_timeout: HumanDuration(Duration::from_secs(3)),
             detach_key: "ctrl-d".into(),
             predict: Predict::Adaptive,
+            hole_punching: true,
         }
     }
 }

@@ -248,6 +248,15 @@ pub struct Relay {
     pub to: String,
 }
 
+/// The reply to [`Relay`]: the stream now carries the registered node's datagrams. Also where
+/// the meeting node sees that node, for hole punching (the node is told the client's address
+/// in [`RelayOpen`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relaying {
+    /// The registered node's address as the meeting node sees it.
+    pub node_addr: String,
+}
+
 /// First frame on a stream a meeting node opens to a registered node: one relayed client.
 /// Datagram frames follow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,7 +378,9 @@ pub enum Reply {
     Destroyed(Vec<Uuid>),
     /// Live connections closed (after Revoke).
     Revoked(u32),
-    /// Done, nothing to report (after SendInput, Register, Relay).
+    /// The relay is joined (after Relay).
+    Relaying(Relaying),
+    /// Done, nothing to report (after SendInput, Register).
     Done,
     /// A session's snapshot (after TakeSnapshot).
     Snapshot(Snapshot),
@@ -437,6 +448,7 @@ calls! {
     TakeSnapshot => Snapshot(Snapshot),
     Restore => Restored(Restored),
     IssueTicket => Ticket(Ticket),
+    Relay => Relaying(Relaying),
     Migrate => Migrated(Restored),
     AddTrigger => Trigger(Box<TriggerInfo>),
     ListTriggers => Triggers(Vec<TriggerInfo>),
@@ -467,4 +479,4 @@ macro_rules! done_calls {
     )*};
 }
 
-done_calls!(SendInput, Register, Relay);
+done_calls!(SendInput, Register);

@@ -188,7 +188,14 @@ fn a_call_takes_only_its_own_reply() {
     );
     assert_eq!(Show::take_reply(Reply::Done), Err(Box::new(Reply::Done)));
     assert_eq!(SendInput::take_reply(Reply::Done), Ok(()));
-    assert_eq!(Relay::take_reply(Reply::Done), Ok(()));
+    let relaying = Relaying {
+        node_addr: "198.51.100.7:40000".into(),
+    };
+    assert_eq!(
+        Relay::take_reply(Reply::Relaying(relaying.clone())),
+        Ok(relaying)
+    );
+    assert_eq!(Relay::take_reply(Reply::Done), Err(Box::new(Reply::Done)));
     assert_eq!(Register::take_reply(Reply::Done), Ok(()));
     assert_eq!(
         Restore::take_reply(Reply::Migrated(Restored {

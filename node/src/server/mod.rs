@@ -42,6 +42,7 @@ use anyhow::Context;
 use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
 use cmdop_client::home::{host_name, CLIENT_IDENTITY, NODE_IDENTITY};
 use cmdop_client::tls::{node_endpoint_config, peer_fingerprint, server_config};
+use cmdop_client::udp::MainSocket;
 use cmdop_client::wire::{FramedRecv, FramedSend, RecvError};
 use cmdop_proto::config::{Config, Rendezvous};
 use cmdop_proto::frame::FrameError;
@@ -89,6 +90,8 @@ pub struct Node {
     pub triggers: Arc<crate::trigger::Triggers>,
     /// A copy of the endpoint's UDP socket, for an upgrade in place to hand down.
     pub(crate) socket: std::net::UdpSocket,
+    /// The endpoint's socket, for hole punching.
+    pub(crate) main_socket: Arc<MainSocket>,
     /// Upgrades in place ([`crate::upgrade`]).
     pub upgrades: Upgrades,
     /// Node keys that may register here to be relayed to (`relay_nodes`).
@@ -247,13 +250,11 @@ impl Node {
         let kept = socket
             .try_clone()
             .context("cannot keep a copy of the UDP socket")?;
-        let endpoint = quinn::Endpoint::new(
-            node_endpoint_config(&identity),
-            Some(server),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .context("cannot start the QUIC endpoint")?;
+        let main_socket =
+            MainSocket::from_std(socket, Arc::default()).context("cannot use the UDP socket")?;
+        let endpoint = main_socket
+            .endpoint(node_endpoint_config(&identity), Some(server))
+            .context("cannot start the QUIC endpoint")?;
         let host = host_name();
         let relay = match options.config.node.rendezvous.is_empty() {
             true => None,
@@ -295,6 +296,7 @@ impl Node {
             endpoint,
             live: Arc::default(),
             socket: kept,
+            main_socket,
             upgrades,
         }))
     }

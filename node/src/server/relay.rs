@@ -55,6 +55,8 @@ impl Drop for RegisteredGuard {
 pub struct Joined {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
+    /// Where this node sees the registered node.
+    node_addr: SocketAddr,
 }
 
 fn error(kind: ErrorKind, message: String) -> ErrorReply {
@@ -158,6 +160,7 @@ impl Registered {
             Some(Joined {
                 send: send.into_inner(),
                 recv,
+                node_addr: connection.remote_address(),
             })
         };
         match tokio::time::timeout(OPEN_TIMEOUT, opened).await {
@@ -174,10 +177,17 @@ impl Registered {
     }
 }
 
-/// Tells the client its control stream is joined to the node registered as `to`, then
-/// splices the two.
+/// Tells the client its control stream is joined to the node registered as `to` (and where
+/// that node is seen, for hole punching), then splices the two.
 pub async fn join(mut send: FramedSend, recv: FramedRecv, joined: Joined, to: &str) {
-    if send.send(&cmdop_proto::Reply::Done).await.is_ok() {
+    let relaying = cmdop_proto::Relaying {
+        node_addr: joined.node_addr.to_string(),
+    };
+    if send
+        .send(&cmdop_proto::Reply::Relaying(relaying))
+        .await
+        .is_ok()
+    {
         tracing::info!(%to, "relaying");
         splice(send, recv, joined).await;
     }
@@ -191,6 +201,7 @@ async fn splice(client_send: FramedSend, client_recv: FramedRecv, joined: Joined
     let Joined {
         send: mut node_send,
         recv: mut node_recv,
+        ..
     } = joined;
     let up = async {
         if node_send.write_all(&buffered).await.is_ok() {

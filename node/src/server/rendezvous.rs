@@ -11,6 +11,7 @@
 
 use crate::server::{HandshakeGuard, Node};
 use cmdop_client::tls::{client_config, node_endpoint_config, server_config, transport_config};
+use cmdop_client::udp::MainSocket;
 use cmdop_client::vsock::VirtualSocket;
 use cmdop_client::wire::{FramedRecv, FramedSend};
 use cmdop_proto::config::Rendezvous;
@@ -36,6 +37,11 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Shortest and longest pause between dials of a meeting node that failed.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(4));
+
+/// How long, and how often, the node punches towards a relayed client: past the client's
+/// [`cmdop_client::punch::PUNCH_WINDOW`], a datagram of 16 bytes every 100 ms.
+const PUNCH_FOR: Duration = Duration::from_secs(6);
+const PUNCH_EVERY: Duration = Duration::from_millis(100);
 
 /// How long the meeting node may take to name a relayed client.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -228,7 +234,12 @@ impl Link {
                 Err(e) => return Ok(e.to_string()),
             };
             let relay = self.relay.clone();
-            tokio::spawn(async move { open_relayed(&relay, send, recv).await });
+            let socket = self.node.main_socket.clone();
+            tokio::spawn(async move {
+                if let Some(client) = open_relayed(&relay, send, recv).await {
+                    punch_towards(&socket, client).await;
+                }
+            });
         }
     }
 
@@ -350,15 +361,29 @@ async fn resolve(meeting: &Rendezvous) -> Result<SocketAddr, String> {
     addrs.next().ok_or_else(|| cannot(&"no addresses"))
 }
 
+/// Sends punches to a relayed client's address for a while, from the node's main socket, so
+/// that its NAT lets the client's direct dial in (see `cmdop_client::punch`).
+async fn punch_towards(socket: &MainSocket, client: SocketAddr) {
+    let until = Instant::now() + PUNCH_FOR;
+    while Instant::now() < until {
+        socket.punch(client).await;
+        tokio::time::sleep(PUNCH_EVERY).await;
+    }
+}
+
 /// Reads the [`RelayOpen`] that starts a relayed stream, then hands the stream to the relay
-/// endpoint as a new peer.
-async fn open_relayed(relay: &RelayEndpoint, send: quinn::SendStream, recv: quinn::RecvStream) {
+/// endpoint as a new peer; returns the client's address as the meeting node sees it.
+async fn open_relayed(
+    relay: &RelayEndpoint,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) -> Option<SocketAddr> {
     let mut recv = FramedRecv::new(recv, 4096);
     let open = match tokio::time::timeout(OPEN_TIMEOUT, recv.recv::<RelayOpen>()).await {
         Ok(Ok(Some(open))) => open,
         _ => {
             tracing::info!("a relayed stream did not start with its client's address; dropped");
-            return;
+            return None;
         }
     };
     let (recv, buffered) = recv.into_parts();
@@ -369,4 +394,5 @@ async fn open_relayed(relay: &RelayEndpoint, send: quinn::SendStream, recv: quin
     ends.insert(peer.addr, peer.ended);
     drop(ends);
     tracing::info!(client = %open.client, from = %open.client_addr, peer = %peer.addr, "relayed client");
+    open.client_addr.parse().ok()
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod hardening;
+mod nat;
 mod packaging;
 mod predict;
 mod relay;

@@ -6,14 +6,19 @@ use super::link::{downlink, open_link, AttachFailure, Link, LinkEnd};
 use super::path_watch::{PathAction, PathWatch, Received};
 use super::shown::ShownReports;
 use super::{lock, AttachSpec, Command, End, Event, LinkState};
-use crate::dial::{ClientError, Dialer, Target};
+use crate::dial::{ClientError, Dialer, NodeClient, Target};
 use crate::wire::{FramedSend, SendError};
 use cmdop_proto::resync::Resync;
-use cmdop_proto::{AttachInput, AttachMode, AttachRequest};
+use cmdop_proto::{close_code, AttachInput, AttachMode, AttachRequest};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+/// How long attaching on a new direct path may take before the switch is given up.
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Largest input frame sent when replaying unacknowledged keystrokes.
 const RESEND_CHUNK: usize = 32 * 1024;
@@ -82,6 +87,11 @@ impl Driver {
         let end = loop {
             match self.run_link(link).await {
                 LinkEnd::Done(end) => break end,
+                LinkEnd::Switched(next) => {
+                    let direct = next.connection.remote_address();
+                    let _ = self.events.send(Event::Direct(direct)).await;
+                    link = *next;
+                }
                 LinkEnd::Lost(reason) => {
                     tracing::debug!("link lost: {reason}");
                     match self.reconnect().await {
@@ -102,13 +112,8 @@ impl Driver {
     }
 
     fn rebind(&self) {
-        match std::net::UdpSocket::bind(("0.0.0.0", 0)) {
-            Ok(socket) => {
-                if let Err(e) = self.dialer.endpoint().rebind(socket) {
-                    tracing::debug!("rebind failed: {e}");
-                }
-            }
-            Err(e) => tracing::debug!("cannot open a new socket: {e}"),
+        if let Err(e) = self.dialer.rebind() {
+            tracing::debug!("rebind failed: {e}");
         }
     }
 
@@ -119,9 +124,11 @@ impl Driver {
             connection,
             mut send,
             recv,
+            punch_to,
             ..
         } = link;
         self.rtt = connection.rtt();
+        let mut direct = punch_to.map(|seen| self.try_direct(seen, connection.rtt()));
         if let Err(e) = self.resend_unacked(&mut send).await {
             return LinkEnd::Lost(e.to_string());
         }
@@ -143,6 +150,11 @@ impl Driver {
         let mut next_tick = tokio::time::Instant::now();
         let end = loop {
             tokio::select! {
+                made = wait_direct(&mut direct) => {
+                    if let Some(client) = made {
+                        break self.switch_to(client, &connection).await;
+                    }
+                }
                 end = &mut downlink => {
                     break end.unwrap_or_else(|e| LinkEnd::Lost(format!("output task failed: {e}")));
                 }
@@ -179,7 +191,40 @@ impl Driver {
             }
         };
         downlink.abort();
+        if let Some(direct) = direct {
+            direct.abort();
+        }
         end
+    }
+
+    /// Tries a direct path to the node of a relayed link, in the background.
+    fn try_direct(&self, seen: SocketAddr, rtt: Duration) -> JoinHandle<Option<NodeClient>> {
+        let dialer = self.dialer.clone();
+        let target = self.target.clone();
+        tokio::spawn(async move { dialer.punch(&target, seen, rtt).await })
+    }
+
+    /// Moves the attachment from `relayed` to a direct connection: attaches there from the first
+    /// offset not shown (the node replaces the relayed attachment, and bytes that still arrive
+    /// on it are shown once), then closes the relayed connection. Lost (and so a reconnect)
+    /// when the direct attach fails.
+    async fn switch_to(&mut self, direct: NodeClient, relayed: &quinn::Connection) -> LinkEnd {
+        let request = self.resume_request();
+        let name = self.target.name.clone();
+        let attach = open_link(direct.connection.clone(), &name, request);
+        match tokio::time::timeout(SWITCH_TIMEOUT, attach).await {
+            Ok(Ok(link)) => {
+                lock(&self.resync).reattached(link.input_seq, link.input_reset);
+                relayed.close(close_code::DONE.into(), b"moved to a direct path");
+                tracing::info!(node = %name, addr = %direct.connection.remote_address(), "moved to the direct path");
+                LinkEnd::Switched(Box::new(link))
+            }
+            Ok(Err(failure)) => LinkEnd::Lost(format!(
+                "attaching on the direct path failed: {}",
+                failure.into_reason()
+            )),
+            Err(_) => LinkEnd::Lost("attaching on the direct path took too long".into()),
+        }
     }
 
     /// What the connection has received so far: datagrams, and output bytes.
@@ -355,12 +400,9 @@ impl Driver {
         Ok(())
     }
 
-    /// Dials the node and re-attaches, resuming from the first offset not shown; an attempt
-    /// whose packets were lost is abandoned quickly (after six round trips, twelve through a
-    /// meeting node), so that the first attempt after the network returns starts within about
-    /// a second.
-    fn attempt(&self) -> impl Future<Output = Result<Link, AttachFailure>> + 'static {
-        let request = AttachRequest {
+    /// The request that resumes this attachment from the first offset not shown.
+    fn resume_request(&self) -> AttachRequest {
+        AttachRequest {
             session: self.spec.session,
             mode: self.spec.mode,
             takeover: false,
@@ -368,7 +410,15 @@ impl Driver {
             scrollback_bytes: 0,
             size: self.spec.size,
             input_stream: self.input_stream,
-        };
+        }
+    }
+
+    /// Dials the node and re-attaches, resuming from the first offset not shown; an attempt
+    /// whose packets were lost is abandoned quickly (after six round trips, twelve through a
+    /// meeting node), so that the first attempt after the network returns starts within about
+    /// a second.
+    fn attempt(&self) -> impl Future<Output = Result<Link, AttachFailure>> + 'static {
+        let request = self.resume_request();
         let dialer = self.dialer.clone();
         let target = self.target.clone();
         // A relayed dial takes about five round trips (the meeting node's handshake, hello and
@@ -378,13 +428,25 @@ impl Driver {
         async move {
             let attempt = async {
                 let client = dialer.connect(&target, None).await.map_err(dial_failure)?;
-                open_link(client.connection.clone(), &target.name, request).await
+                let mut link = open_link(client.connection.clone(), &target.name, request).await?;
+                link.punch_to = client.punch_to;
+                Ok(link)
             };
             tokio::time::timeout(timeout, attempt)
                 .await
                 .unwrap_or(Err(AttachFailure::NoAnswer))
         }
     }
+}
+
+/// The direct connection, once the background dial made one; forever pending otherwise.
+async fn wait_direct(direct: &mut Option<JoinHandle<Option<NodeClient>>>) -> Option<NodeClient> {
+    let Some(dial) = direct.as_mut() else {
+        return std::future::pending().await;
+    };
+    let made = dial.await.ok().flatten();
+    *direct = None;
+    made
 }
 
 /// Whether a failed dial is worth retrying: a changed key or a refusal is final.

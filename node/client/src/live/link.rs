@@ -22,6 +22,8 @@ pub(super) struct Link {
     pub info: SessionInfo,
     /// The node forgot this attachment's keystroke stream.
     pub input_reset: bool,
+    /// For a relayed link: where the meeting node sees the node, to try a direct path.
+    pub punch_to: Option<std::net::SocketAddr>,
 }
 
 /// Why an attach attempt failed.
@@ -51,6 +53,8 @@ pub(super) enum LinkEnd {
     Done(End),
     /// The connection is lost; worth reconnecting.
     Lost(String),
+    /// The attachment moved to this link on a direct path.
+    Switched(Box<Link>),
 }
 
 /// Opens an attach stream on `connection` and reads the node's first frame.
@@ -91,6 +95,7 @@ pub(super) async fn open_link(
             offset,
             info: session,
             input_reset,
+            punch_to: None,
         }),
         AttachOutput::Error(e)
             if e.kind == ErrorKind::NotFound && request.resume_from.is_some() =>

@@ -63,6 +63,9 @@ pub enum Event {
     EchoAck(u64),
     /// The link's state changed.
     Link(LinkState),
+    /// The attachment left its meeting node's relay for a direct path to the node, at this
+    /// address (hole punching worked).
+    Direct(SocketAddr),
     /// The attachment is over.
     End(End),
 }
@@ -181,9 +184,10 @@ impl Attachment {
             size: spec.size,
             input_stream,
         };
-        let link = open_link(client.connection.clone(), &target.name, request)
+        let mut link = open_link(client.connection.clone(), &target.name, request)
             .await
             .map_err(|failure| ClientError::Refused(failure.into_reason()))?;
+        link.punch_to = client.punch_to;
         let info = link.info.clone();
         let resync = Arc::new(Mutex::new(Resync::new(link.offset, link.input_seq)));
         let (commands_tx, commands) = mpsc::unbounded_channel();

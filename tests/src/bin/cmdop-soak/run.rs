@@ -266,7 +266,7 @@ pub fn run(options: Options) -> ExitCode {
                             .skipped_bytes
                             .fetch_add(frame.skipped, Ordering::Relaxed);
                     }
-                    Some(Event::Link(_) | Event::EchoAck(_)) => {}
+                    Some(Event::Link(_) | Event::EchoAck(_) | Event::Direct(_)) => {}
                     Some(Event::End(end)) => {
                         if end != End::Detached {
                             eprintln!("cmdop-soak: {name} ended: {end:?}");
