@@ -5,10 +5,11 @@ use crate::output::print_host_status;
 use crate::resolve::{find_session, probe_hosts};
 use crate::terminal::AttachOptions;
 use anyhow::{anyhow, bail};
-use cmdop_client::dial::NodeClient;
+use cmdop_client::dial::{ClientError, Dialer, NodeClient};
 use cmdop_proto::config::Predict;
 use cmdop_proto::{AttachMode, CreateSession, ListSessions, SessionInfo, SessionState};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -97,14 +98,40 @@ async fn reuse_or_create(client: &mut NodeClient, args: &Args) -> anyhow::Result
         .map_err(|e| anyhow!("Cannot create session: {e}"))
 }
 
+/// A probed host's round trip and name; a relayed one is tried directly too, as a live
+/// terminal would, and says which way it answered.
+async fn answer_of(
+    dialer: Arc<Dialer>,
+    client: NodeClient,
+    timeout: Duration,
+) -> Result<(Duration, String), ClientError> {
+    let rtt = client.connection.rtt();
+    let host = client.host.clone();
+    let direct = match client.punch_to {
+        Some(seen) => {
+            let punch = dialer.punch(&client.target, seen, rtt);
+            tokio::time::timeout(timeout, punch).await.ok().flatten()
+        }
+        None => None,
+    };
+    let relayed = client.target.via.is_some();
+    client.close().await;
+    Ok(match direct {
+        Some(direct) => {
+            let rtt = direct.connection.rtt();
+            direct.close().await;
+            (rtt, format!("{host}, direct after hole punching"))
+        }
+        None if relayed => (rtt, format!("{host}, relayed")),
+        None => (rtt, host),
+    })
+}
+
 /// Prints every known host with its status, probing them in parallel.
 async fn list(context: &Context) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_millis(1500).min(context.config.client.connect_timeout.0);
-    let answer = async |client: NodeClient| {
-        let answer = (client.connection.rtt(), client.host.clone());
-        client.close().await;
-        Ok(answer)
-    };
+    let dialer = context.dialer()?;
+    let answer = move |client| answer_of(dialer.clone(), client, timeout);
     let hosts = probe_hosts(context, context.targets(), timeout, answer).await;
     print_host_status(hosts);
     Ok(ExitCode::SUCCESS)

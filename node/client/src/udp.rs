@@ -186,7 +186,7 @@ impl AsyncUdpSocket for MainSocket {
     ) -> Poll<io::Result<usize>> {
         let received = std::task::ready!(self.inner.poll_recv(cx, bufs, meta))?;
         for (buf, meta) in bufs.iter().zip(meta.iter()).take(received) {
-            // Quinn ignores punches itself: too short to be answered.
+            // Quinn ignores punches itself: too short to be answered with a reset.
             if buf.get(..meta.len).is_some_and(is_punch) {
                 self.punches.record(meta.addr);
             }

@@ -177,6 +177,13 @@ fn a_home_node_behind_a_port_restricted_nat_is_reached_through_the_meeting_node(
     again.type_bytes(b"\x04");
     assert_eq!(again.wait_exit(WAIT), Some(0), "{}", again.text());
 
+    let list = world.client.cmdop(&["connect", "--list"]).ok();
+    let row = list.lines().find(|l| l.starts_with("home")).unwrap_or("");
+    assert!(
+        row.contains("via vps") && row.contains("direct after hole punching"),
+        "{list}"
+    );
+
     let pins = std::fs::read_to_string(world.client.path.join("known_nodes")).unwrap();
     assert!(pins.contains(&format!("home@vps {}", home.key)), "{pins}");
     assert_ne!(home.key, world.vps_key);
@@ -211,7 +218,7 @@ const LINES: usize = 100;
 /// Creates a session on `target` that streams lines, attaches from `dialer` while it streams,
 /// and takes the output until the stream ended and a direct path opened or could no longer
 /// open. Also records how many lines had been shown when the path switched.
-async fn stream_through(dialer: Arc<Dialer>, target: Target) -> Streamed {
+async fn stream_through(dialer: Arc<Dialer>, target: Target) -> (Streamed, Attachment) {
     let mut client = dialer.connect(&target, None).await.unwrap();
     let create = CreateSession {
         name: None,
@@ -269,8 +276,7 @@ async fn stream_through(dialer: Arc<Dialer>, target: Target) -> Streamed {
             streamed.shown
         );
     }
-    attachment.handle().detach();
-    streamed
+    (streamed, attachment)
 }
 
 /// Checks one pair's stream: complete, and direct exactly when punching can open a path (and
@@ -319,7 +325,8 @@ fn every_pair_of_nat_kinds_connects_and_hole_punching_goes_direct_where_it_can()
             client_boxes.push(nat);
         }
         for (client_kind, run) in runs {
-            let streamed = world.runtime.block_on(run).unwrap();
+            let (streamed, attachment) = world.runtime.block_on(run).unwrap();
+            attachment.handle().detach();
             check_pair(home_kind, client_kind, &streamed, &mut report);
         }
     }
@@ -357,4 +364,66 @@ fn a_home_node_stays_reachable_when_its_nat_forgets_every_mapping() {
     assert!(counters.mappings_expired >= 3, "{counters}");
     // The registration moved with the mapping (QUIC migration) or was made again.
     home.wait_registered(1);
+}
+
+#[test]
+fn after_the_switch_to_direct_the_meeting_node_carries_nothing() {
+    let world = World::start("nat-quiet");
+    let home = world.home_behind("home", NatKind::FullCone, 36);
+    // The client reaches vps through a netsim relay that counts the bytes (to the home node's
+    // NAT, the relay's own port makes the client look as if behind a symmetric NAT).
+    let config = cmdop_netsim::NetsimConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        world.vps.addr().parse().unwrap(),
+    );
+    let counter = world
+        .runtime
+        .block_on(cmdop_netsim::Netsim::start(config))
+        .unwrap();
+    let vps = Target::direct("vps", &counter.listen_addr().to_string());
+    let target = Target::relayed(&home.name, vps);
+    let dialer = {
+        let _guard = world.runtime.enter();
+        let identity = cmdop_certs::Identity::load_or_create(&world.client.path, "client").unwrap();
+        let known = world.client.path.join("known_nodes");
+        Arc::new(Dialer::behind(Arc::new(identity), known, Duration::from_secs(5), None).unwrap())
+    };
+    let (streamed, mut attachment) = world.runtime.block_on(stream_through(dialer, target));
+    crate::roaming::assert_stream_complete(&streamed.shown, LINES);
+    assert!(
+        streamed.direct_after.is_some(),
+        "no direct path: {}",
+        counter.counters()
+    );
+
+    // The relayed connection closes after the switch; from then on, nothing goes through vps.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = counter.counters();
+    let quiet = Duration::from_secs(6);
+    world.runtime.block_on(async {
+        attachment
+            .handle()
+            .input(b"echo still-$((40+2))\n".to_vec());
+        let mut shown = String::new();
+        let typed = Instant::now();
+        while !shown.contains("still-42") {
+            match tokio::time::timeout(WAIT, attachment.next_event()).await {
+                Ok(Some(Event::Output(bytes))) => shown.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(Some(Event::End(end))) => panic!("the attachment ended: {end:?}"),
+                Ok(Some(_)) => {}
+                other => panic!("no echo on the direct path: {other:?} {shown}"),
+            }
+        }
+        tokio::time::sleep(quiet.saturating_sub(typed.elapsed())).await;
+    });
+    let after = counter.counters();
+    let relayed = (after.to_node.received_bytes + after.to_client.received_bytes)
+        - (before.to_node.received_bytes + before.to_client.received_bytes);
+    let per_minute = relayed * 60 / quiet.as_secs();
+    eprintln!("relay traffic after the switch: {relayed} B in {quiet:?} ({per_minute} B/min)");
+    assert!(
+        per_minute < 1024,
+        "{per_minute} B/min through vps after the switch"
+    );
+    attachment.handle().detach();
 }

@@ -155,6 +155,7 @@ fn relayed_terminal_attaches_detaches_and_pins_the_home_key() {
     let list = meeting.client.cmdop(&["connect", "--list"]).ok();
     let row = list.lines().find(|l| l.starts_with("home")).unwrap_or("");
     assert!(row.contains("via vps") && row.contains("online"), "{list}");
+    assert!(row.contains("relayed"), "hole punching is off here: {list}");
     let hosts = meeting.client.cmdop(&["host", "list"]).ok();
     assert!(hosts.contains(&meeting.home_key), "{hosts}");
 
