@@ -146,6 +146,14 @@ impl Invites {
         }
     }
 
+    /// The invites for relay node keys kept in `home` (`cmdop-node invite --relay`), apart from
+    /// client invites: neither kind of token redeems the other.
+    pub fn relay(home: &Path) -> Self {
+        Invites {
+            path: home.join("relay_invites"),
+        }
+    }
+
     fn read(&self) -> io::Result<Vec<(String, u64)>> {
         match std::fs::read_to_string(&self.path) {
             Ok(text) => Ok(text

@@ -61,6 +61,10 @@ enum Command {
         /// How long the token stays valid.
         #[arg(long, default_value = "24h")]
         valid: HumanDuration,
+        /// A token for a node behind NAT to register here (its node.rendezvous 'token:'),
+        /// in place of 'authorize --relay'.
+        #[arg(long)]
+        relay: bool,
     },
     /// List the authorized client keys, then the relay node keys (marked as such).
     Clients,
@@ -159,12 +163,19 @@ fn run(cli: Cli, handed: Option<Handed>) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Invite { valid } => {
+        Command::Invite { valid, relay } => {
             cmdop_certs::files::ensure_private_dir(&home)?;
             let now = cmdop_node::session::now_ms() / 1000;
-            let token = Invites::new(&home).issue(now, now + valid.0.as_secs())?;
+            let invites = match relay {
+                true => Invites::relay(&home),
+                false => Invites::new(&home),
+            };
+            let token = invites.issue(now, now + valid.0.as_secs())?;
             println!("{token}");
-            eprintln!("one-time token, valid for {valid}: on the client run 'cmdop host add NAME ADDR --token {token}'");
+            match relay {
+                true => eprintln!("one-time token, valid for {valid}: on the node behind NAT add 'token: {token}' to this node's entry in node.rendezvous"),
+                false => eprintln!("one-time token, valid for {valid}: on the client run 'cmdop host add NAME ADDR --token {token}'"),
+            }
             Ok(())
         }
         Command::Completions(args) => cmdop_dist::run_completions(Cli::command(), &args),

@@ -100,6 +100,9 @@ pub struct Rendezvous {
     pub addr: HostPort,
     /// Its node key (`cmdop-node id` there): the only key accepted from it.
     pub fingerprint: Fingerprint,
+    /// A token from `cmdop-node invite --relay` there, in place of `authorize --relay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -523,6 +526,7 @@ mod tests {
             name: "vps".into(),
             addr: "127.0.0.1:1".parse().unwrap(),
             fingerprint: Fingerprint::of_spki(b"vps"),
+            token: Some("cmdop-inv-x".into()),
         });
         let yaml = config.to_yaml().unwrap();
         assert!(yaml.contains("[2001:db8::7]:7443"), "{yaml}");

@@ -57,6 +57,9 @@ pub enum Credential {
     Invite(String),
     /// A migration ticket ([`IssueTicket`]): admits another node for one [`Restore`].
     MigrationTicket(String),
+    /// An invite token from `cmdop-node invite --relay`: authorizes this node key to
+    /// [`Register`] for good (ignored once it is authorized).
+    RelayInvite(String),
 }
 
 /// The node's answer to [`Hello`].

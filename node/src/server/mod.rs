@@ -75,6 +75,8 @@ pub struct Node {
     pub local_client: Fingerprint,
     pub(crate) authorized: AuthorizedClients,
     invites: Invites,
+    /// Tokens that authorize relay node keys.
+    relay_invites: Invites,
     /// One-time tickets that admit another node for one migration ([`crate::migrate`]).
     pub(crate) migration_tickets: Invites,
     /// State directory.
@@ -289,6 +291,7 @@ impl Node {
                 .unwrap_or_else(|| host.clone()),
             relay,
             invites: Invites::new(&options.home),
+            relay_invites: Invites::relay(&options.home),
             migration_tickets: Invites::new(&tickets_dir),
             home: options.home,
             host,
@@ -421,6 +424,11 @@ impl Node {
                 }
             }
         }
+        if let (Some(Credential::RelayInvite(token)), false) = (&hello.credential, revoked) {
+            if !self.relay_nodes.is_authorized(fingerprint).unwrap_or(false) {
+                return self.admit_relay_invite(fingerprint, token);
+            }
+        }
         let reply = self.admit_client(fingerprint, hello);
         if matches!(reply, HelloReply::Refused(_))
             && !revoked
@@ -434,6 +442,33 @@ impl Node {
             return (welcome, Admission::RelayNode);
         }
         (reply, Admission::Client)
+    }
+
+    /// Redeems a relay invite: `fingerprint` becomes a relay node key for good.
+    fn admit_relay_invite(
+        &self,
+        fingerprint: &Fingerprint,
+        token: &str,
+    ) -> (HelloReply, Admission) {
+        let refused = |kind, message| (refuse(kind, message), Admission::Client);
+        if let Err(e) = self.relay_invites.redeem(token, now_ms() / 1000) {
+            let message = format!("{e} (on {}: 'cmdop-node invite --relay')", self.host);
+            return refused(ErrorKind::Unauthorized, message);
+        }
+        if let Err(e) = self.relay_nodes.authorize(fingerprint, "invited") {
+            let message = format!(
+                "cannot record the relay authorization on {}: {e}",
+                self.host
+            );
+            return refused(ErrorKind::Internal, message);
+        }
+        tracing::info!(node = %fingerprint, "relay node authorized by invite");
+        let welcome = HelloReply::Welcome {
+            version: PROTOCOL_VERSION,
+            host: self.host.clone(),
+            invited: true,
+        };
+        (welcome, Admission::RelayNode)
     }
 
     /// Decides whether the client `fingerprint` is served (the protocol version was checked).

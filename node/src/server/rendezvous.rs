@@ -16,7 +16,8 @@ use cmdop_client::vsock::VirtualSocket;
 use cmdop_client::wire::{FramedRecv, FramedSend};
 use cmdop_proto::config::Rendezvous;
 use cmdop_proto::{
-    close_code, Call, Hello, HelloReply, Register, RelayOpen, Reply, ALPN, PROTOCOL_VERSION,
+    close_code, Call, Credential, Hello, HelloReply, Register, RelayOpen, Reply, ALPN,
+    PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -308,7 +309,7 @@ impl Link {
         let exchange = async {
             let hello = Hello {
                 version: PROTOCOL_VERSION,
-                credential: None,
+                credential: self.meeting.token.clone().map(Credential::RelayInvite),
             };
             send.send(&hello).await.map_err(|e| failed(&e))?;
             match recv.recv::<HelloReply>().await.map_err(|e| failed(&e))? {
@@ -341,6 +342,10 @@ impl Link {
         let meeting = &self.meeting.name;
         let key = self.node.identity.fingerprint();
         match refusal.kind {
+            cmdop_proto::ErrorKind::Unauthorized if self.meeting.token.is_some() => format!(
+                "{meeting} refused the token in node.rendezvous: {}",
+                refusal.message
+            ),
             cmdop_proto::ErrorKind::Unauthorized => format!(
                 "{meeting} does not authorize relay node key {key}; on {meeting} run 'cmdop-node authorize --relay {key}'"
             ),

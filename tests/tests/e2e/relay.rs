@@ -505,3 +505,61 @@ fn a_home_key_given_up_front_is_the_only_one_accepted_through_the_meeting_node()
     add_pinned(&meeting.home_key);
     client.cmdop(&["session", "create", "home"]).ok();
 }
+
+#[test]
+fn a_relay_invite_authorizes_one_node_key_once() {
+    let vps_home = Home::new("relay-invite-vps");
+    let vps = NodeProcess::start(&vps_home, free_port(), "");
+    let vps_key = node_key(&vps_home);
+    let invite = |args: &[&str]| vps_home.cmdop_node(args).ok().trim().to_string();
+    let token = invite(&["invite", "--relay"]);
+    let client_token = invite(&["invite"]);
+    let start_home = |tag: &str, token: &str| {
+        let home = Home::new(tag);
+        let rendezvous = format!(
+            "name: {tag}\nrendezvous:\n  - name: vps\n    addr: {}\n    fingerprint: {vps_key}\n    token: {token}\n",
+            vps.addr()
+        );
+        let node = NodeProcess::start(&home, free_port(), &rendezvous);
+        (home, node)
+    };
+    let logged =
+        |node: &NodeProcess, text: &str| wait_until(WAIT, || node.log_text().contains(text));
+
+    let (first_home, mut first) = start_home("invited", &token);
+    assert!(
+        logged(&first, "registered for relaying"),
+        "{}",
+        first.log_text()
+    );
+    let clients = vps_home.cmdop_node(&["clients"]).ok();
+    let first_key = node_key(&first_home);
+    assert!(
+        clients.contains(&format!("{first_key} (relay node)")),
+        "{clients}"
+    );
+
+    // The token is spent; a client invite is no relay invite.
+    let (_second_home, second) = start_home("second", &token);
+    assert!(
+        logged(&second, "vps refused the token in node.rendezvous: the invite token is unknown or was already used"),
+        "{}",
+        second.log_text()
+    );
+    let (_third_home, third) = start_home("third", &client_token);
+    assert!(
+        logged(&third, "vps refused the token in node.rendezvous"),
+        "{}",
+        third.log_text()
+    );
+    assert!(!third.log_text().contains("registered for relaying"));
+
+    // Authorized for good: the spent token in its config no longer matters.
+    first.stop();
+    let first = NodeProcess::spawn(&first_home, free_port());
+    assert!(
+        logged(&first, "registered for relaying"),
+        "{}",
+        first.log_text()
+    );
+}
