@@ -26,8 +26,8 @@ use cmdop_certs::{Fingerprint, Identity, Invites, KnownNodes};
 use cmdop_client::dial::{with_default_port, ClientError, Dialer, NodeClient, Target};
 use cmdop_proto::snapshot::{fit_scrollback, restored_marker, Snapshot};
 use cmdop_proto::{
-    CreateSession, Credential, DetachReason, ErrorKind, ErrorReply, Migrate, Restore, Restored,
-    Ticket,
+    CreateSession, Credential, DetachReason, ErrorKind, ErrorReply, Migrate, MovedTo, Restore,
+    Restored, Ticket,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -221,7 +221,9 @@ pub async fn migrate(
         let _ = tokio::time::timeout(Duration::from_secs(2), dialer.endpoint().wait_idle()).await;
     });
     let restored = reply.map_err(internal)?;
-    hand_over(registry, &session, to, &restored);
+    let moved = &restored.session;
+    let there = moved.name.clone().unwrap_or_else(|| moved.id.to_string());
+    hand_over(registry, &session, to, there);
     tracing::info!(
         session = %session.id,
         to = %to,
@@ -279,13 +281,21 @@ async fn dial_target(
     Ok((dialer, client))
 }
 
+/// A client carried the session to another node ([`MovedTo`]): hand it over as a migration
+/// would.
+pub fn moved_to(registry: &Registry, moved: MovedTo) -> Result<(), ErrorReply> {
+    let session = registry.get(moved.session)?;
+    tracing::info!(session = %session.id, to = %moved.to, there = %moved.session_there, "session carried to another node");
+    hand_over(registry, &session, &moved.to, moved.session_there);
+    Ok(())
+}
+
 /// The target holds the session now: tells the interactive client where it went, then lets go
 /// of it here.
-fn hand_over(registry: &Registry, session: &Session, to: &str, restored: &Restored) {
-    let moved = &restored.session;
+fn hand_over(registry: &Registry, session: &Session, to: &str, session_there: String) {
     let reason = DetachReason::Moved {
         to: to.to_string(),
-        session: moved.name.clone().unwrap_or_else(|| moved.id.to_string()),
+        session: session_there,
     };
     let kick = session.lock().holder.as_mut().and_then(|h| h.kick.take());
     if let Some(kick) = kick {

@@ -233,6 +233,19 @@ pub struct Migrate {
     pub name: Option<String>,
 }
 
+/// The session now lives on another node (a client carried its snapshot there, as when the
+/// target is reached through a meeting node and the source cannot dial it): tell its
+/// interactive client where it went, and destroy it here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedTo {
+    /// The session (on this node).
+    pub session: Uuid,
+    /// The other node's name, as the client knows it.
+    pub to: String,
+    /// The session's name there, or its id.
+    pub session_there: String,
+}
+
 /// Register this node at a meeting node under `name`, so clients reach it with [`Relay`]. Only
 /// a node key the meeting node authorized with `cmdop-node authorize --relay` may ask; the
 /// registration lasts as long as the connection.
@@ -342,6 +355,8 @@ pub enum Request {
     IssueTicket(IssueTicket),
     /// See [`Migrate`].
     Migrate(Migrate),
+    /// See [`MovedTo`].
+    MovedTo(MovedTo),
     /// See [`AddTrigger`].
     AddTrigger(AddTrigger),
     /// See [`ListTriggers`].
@@ -482,4 +497,4 @@ macro_rules! done_calls {
     )*};
 }
 
-done_calls!(SendInput, Register);
+done_calls!(SendInput, Register, MovedTo);

@@ -189,6 +189,7 @@ pub async fn handle(node: &Node, request: Request) -> Reply {
                 .await
                 .map(Reply::Migrated)
         }
+        Request::MovedTo(moved) => crate::migrate::moved_to(registry, moved).map(|()| Reply::Done),
     };
     result.unwrap_or_else(Reply::Error)
 }

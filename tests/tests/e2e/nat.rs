@@ -427,3 +427,53 @@ fn after_the_switch_to_direct_the_meeting_node_carries_nothing() {
     );
     attachment.handle().detach();
 }
+
+#[test]
+fn a_session_migrates_to_a_node_behind_nat_through_its_meeting_node() {
+    let world = World::start("nat-migrate");
+    let _home = world.home_behind("home", NatKind::PortRestricted, 37);
+    let client = &world.client;
+    client.cmdop(&["host", "add", "home", "--via", "vps"]).ok();
+    client
+        .cmdop(&["session", "create", "vps", "--name", "api"])
+        .ok();
+    let send = [
+        "session",
+        "send",
+        "api",
+        "--host",
+        "vps",
+        "echo before-$((40+2))\\n",
+    ];
+    client.cmdop(&send).ok();
+    let tail = |host: &str| {
+        let args = ["session", "show", "api", "--host", host, "--tail", "50"];
+        client.cmdop(&args).ok()
+    };
+    assert!(
+        wait_until(WAIT, || tail("vps").contains("before-42")),
+        "{}",
+        tail("vps")
+    );
+    let args = ["session", "attach", "api", "--host", "vps", "--interactive"];
+    let term = Terminal::spawn(&bin("cmdop"), &args, &client.path, 30, 100);
+    term.expect("before-42", WAIT);
+
+    // vps cannot dial home (it is behind NAT): the client carries the session there.
+    let out = client
+        .cmdop(&["session", "migrate", "api", "--host", "vps", "--to", "home"])
+        .ok();
+    assert!(
+        out.contains("moved session") && out.contains("from vps to home"),
+        "{out}"
+    );
+    term.expect(
+        "session moved to home; reattach with: cmdop connect home --session api",
+        WAIT,
+    );
+    let on_vps = client
+        .cmdop(&["session", "list", "--host", "vps", "--json"])
+        .ok();
+    assert!(cmdop_e2e::sessions_json(&on_vps).is_empty(), "{on_vps}");
+    assert!(tail("home").contains("before-42"), "{}", tail("home"));
+}
