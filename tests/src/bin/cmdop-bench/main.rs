@@ -18,9 +18,12 @@
 //!   to list them; next to a tmux server with 1,000 sessions when tmux is installed.
 //! - `upgrade`: `cmdop-node upgrade` with 1 to 200 sessions and up to 240 MB of scrollback: the
 //!   pause and the command's time, next to a plain restart (which ends every session).
+//! - `relay`: 20 sessions attached through a meeting node next to the same 20 attached
+//!   directly: echo at typing pace while they stream, aggregate throughput, and the meeting
+//!   node's CPU time and RSS.
 //!
 //! ```sh
-//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming|slowlink|predict|scale|upgrade]
+//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming|slowlink|predict|scale|upgrade|relay]
 //! ./target/release/cmdop-bench terminal --gap 150ms   # keystrokes at a person's pace
 //! ```
 
@@ -303,6 +306,7 @@ fn ssh() -> (Pty, Duration) {
 
 mod peers;
 mod predict;
+mod relay;
 mod roaming;
 mod scale;
 mod slowlink;
@@ -317,6 +321,7 @@ fn main() {
         "slowlink" => slowlink::run(),
         "predict" => predict::run(),
         "upgrade" => upgrade::run(),
+        "relay" => relay::run(),
         "all" => {
             terminal_bench(typing_gap());
             roaming::run();
@@ -324,9 +329,10 @@ fn main() {
             predict::run();
             scale::run();
             upgrade::run();
+            relay::run();
         }
         other => {
-            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming, slowlink, predict, scale, upgrade, or nothing for all");
+            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming, slowlink, predict, scale, upgrade, relay, or nothing for all");
             std::process::exit(2);
         }
     }
