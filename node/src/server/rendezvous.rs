@@ -33,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 /// meeting node is noticed (by its stateless reset) within this long.
 pub const REGISTRATION_KEEP_ALIVE: Duration = Duration::from_secs(4);
 
+/// Relayed clients at once through one meeting node.
+const MAX_RELAYED: u32 = 4096;
+
 /// How long one dial of a meeting node may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -258,6 +261,9 @@ impl Link {
         .map_err(|e| e.to_string())?;
         let mut transport = transport_config();
         transport.keep_alive_interval(Some(REGISTRATION_KEEP_ALIVE));
+        // Each relayed client is a stream the meeting node opens: quinn's default of 100 would
+        // turn the 101st away.
+        transport.max_concurrent_bidi_streams(MAX_RELAYED.into());
         config.transport_config(Arc::new(transport));
         let connecting = self
             .node
