@@ -21,6 +21,10 @@ use tokio::task::JoinSet;
 /// How long a direct path is tried for.
 pub const PUNCH_WINDOW: Duration = Duration::from_secs(5);
 
+/// Punch sources last heard from longer than this before a try began are not dialed: the node
+/// punches every 100 ms while it expects a dial.
+const STALE: Duration = Duration::from_secs(1);
+
 impl Dialer {
     /// Dials `target` directly at `seen` (where its meeting node sees it) and wherever punches
     /// from that IP come from; the first connection made within [`PUNCH_WINDOW`], or None.
@@ -47,8 +51,14 @@ impl Dialer {
         dial(seen, &mut dials);
         let deadline = tokio::time::Instant::from_std(started + PUNCH_WINDOW);
         loop {
-            for addr in sources.borrow_and_update().clone() {
-                dial(addr, &mut dials);
+            // Sources heard from lately: older ones belong to earlier punches.
+            let fresh = started.checked_sub(STALE).unwrap_or(started);
+            for (addr, _) in sources
+                .borrow_and_update()
+                .iter()
+                .filter(|(_, at)| *at >= fresh)
+            {
+                dial(*addr, &mut dials);
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return None,

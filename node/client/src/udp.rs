@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// Names the inside address of a NAT box to send everything through (a test seam).
@@ -28,13 +29,16 @@ pub const NAT_BOX_ENV: &str = "CMDOP_NAT_BOX";
 /// The datagram a node sends to open its NAT towards a client.
 pub const PUNCH: [u8; 16] = *b"cmdop-punch-v1\r\n";
 
+/// A source punching again after this long is news to watchers.
+const REHEARD: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Punch sources remembered; older ones are forgotten first.
 const MAX_SOURCES: usize = 16;
 
-/// Where punches came from, newest last.
+/// Where punches came from, and when the last one from each arrived; newest first seen last.
 #[derive(Debug)]
 pub struct PunchLog {
-    sources: watch::Sender<Vec<SocketAddr>>,
+    sources: watch::Sender<Vec<(SocketAddr, Instant)>>,
 }
 
 impl Default for PunchLog {
@@ -46,22 +50,26 @@ impl Default for PunchLog {
 }
 
 impl PunchLog {
-    /// Notes a punch from `source`.
+    /// Notes a punch from `source`: watchers hear of a new source, or of one heard again after
+    /// a pause, not of every repeat.
     pub fn record(&self, source: SocketAddr) {
+        let now = Instant::now();
         self.sources.send_if_modified(|sources| {
-            if sources.contains(&source) {
-                return false;
+            if let Some(seen) = sources.iter_mut().find(|(addr, _)| *addr == source) {
+                let after_a_pause = now.duration_since(seen.1) > REHEARD;
+                seen.1 = now;
+                return after_a_pause;
             }
             if sources.len() == MAX_SOURCES {
                 sources.remove(0);
             }
-            sources.push(source);
+            sources.push((source, now));
             true
         });
     }
 
-    /// Watches the sources seen so far and those to come.
-    pub fn subscribe(&self) -> watch::Receiver<Vec<SocketAddr>> {
+    /// Watches the sources and when each was last heard from.
+    pub fn subscribe(&self) -> watch::Receiver<Vec<(SocketAddr, Instant)>> {
         self.sources.subscribe()
     }
 }
@@ -186,8 +194,9 @@ impl AsyncUdpSocket for MainSocket {
     ) -> Poll<io::Result<usize>> {
         let received = std::task::ready!(self.inner.poll_recv(cx, bufs, meta))?;
         for (buf, meta) in bufs.iter().zip(meta.iter()).take(received) {
+            let datagrams = buf.get(..meta.len).unwrap_or(&[]);
             // Quinn ignores punches itself: too short to be answered with a reset.
-            if buf.get(..meta.len).is_some_and(is_punch) {
+            if datagrams.chunks(meta.stride.max(1)).any(is_punch) {
                 self.punches.record(meta.addr);
             }
         }
@@ -215,6 +224,8 @@ impl AsyncUdpSocket for MainSocket {
 #[derive(Debug)]
 struct NatBoxSocket {
     socket: tokio::net::UdpSocket,
+    /// Room for a whole framed datagram, whatever quinn's buffer holds.
+    received: std::sync::Mutex<Vec<u8>>,
 }
 
 impl NatBoxSocket {
@@ -222,7 +233,8 @@ impl NatBoxSocket {
         socket.set_nonblocking(true)?;
         socket.connect(nat_box)?;
         let socket = tokio::net::UdpSocket::from_std(socket)?;
-        Ok(Arc::new(NatBoxSocket { socket }))
+        let received = std::sync::Mutex::new(vec![0; 65_536]);
+        Ok(Arc::new(NatBoxSocket { socket, received }))
     }
 }
 
@@ -245,7 +257,15 @@ impl AsyncUdpSocket for NatBoxSocket {
         // One segment per transmit (max_transmit_segments is 1), so no GSO batches.
         let mut framed = Vec::with_capacity(transmit.contents.len() + 19);
         cmdop_netsim::nat_box::frame::encode(transmit.destination, transmit.contents, &mut framed);
-        self.socket.try_send(&framed).map(drop)
+        match self.socket.try_send(&framed) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            // As quinn's own socket does: a datagram that cannot go is lost, not the connection.
+            Err(e) => {
+                tracing::debug!("NAT box send failed: {e}");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+        }
     }
 
     fn poll_recv(
@@ -257,19 +277,24 @@ impl AsyncUdpSocket for NatBoxSocket {
         let (Some(buf), Some(meta)) = (bufs.first_mut(), meta.first_mut()) else {
             return Poll::Ready(Ok(0));
         };
+        let mut received = self.received.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             std::task::ready!(self.socket.poll_recv_ready(cx))?;
-            let n = match self.socket.try_recv(buf) {
+            let n = match self.socket.try_recv(&mut received) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // The box went away for a moment (an ICMP error on a connected socket): the
+                // path is down, the endpoint is not.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             };
-            let Ok((source, header)) = cmdop_netsim::nat_box::frame::decode_header(&buf[..n])
-            else {
+            let frame = &received[..n];
+            let Ok((source, payload)) = cmdop_netsim::nat_box::frame::decode(frame) else {
                 continue;
             };
-            buf.copy_within(header..n, 0);
-            let len = n - header;
+            // Longer than quinn's buffer: cut, as a plain socket would.
+            let len = payload.len().min(buf.len());
+            buf[..len].copy_from_slice(&payload[..len]);
             *meta = RecvMeta {
                 addr: source,
                 len,
@@ -306,14 +331,16 @@ mod tests {
         let watching = log.subscribe();
         log.record(addr("127.0.0.1:1"));
         log.record(addr("127.0.0.1:1"));
-        assert_eq!(*watching.borrow(), vec![addr("127.0.0.1:1")]);
+        let first = watching.borrow().clone();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].0, addr("127.0.0.1:1"));
         for port in 2..=20 {
             log.record(SocketAddr::new([127, 0, 0, 1].into(), port));
         }
         let sources = watching.borrow().clone();
         assert_eq!(sources.len(), MAX_SOURCES);
-        assert_eq!(sources[0], addr("127.0.0.1:5"));
-        assert_eq!(sources[MAX_SOURCES - 1], addr("127.0.0.1:20"));
+        assert_eq!(sources[0].0, addr("127.0.0.1:5"));
+        assert_eq!(sources[MAX_SOURCES - 1].0, addr("127.0.0.1:20"));
     }
 
     #[test]
@@ -341,7 +368,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(*watching.borrow(), vec![from]);
+        assert_eq!(watching.borrow()[0].0, from);
         assert_eq!(endpoint.open_connections(), 0);
     }
 
@@ -366,7 +393,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let seen = watching.borrow()[0];
+        let seen = watching.borrow()[0].0;
         assert_ne!(
             seen, inside_addr,
             "the box's mapping, not the inside socket"

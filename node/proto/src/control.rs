@@ -466,7 +466,6 @@ calls! {
     TakeSnapshot => Snapshot(Snapshot),
     Restore => Restored(Restored),
     IssueTicket => Ticket(Ticket),
-    Relay => Relaying(Relaying),
     Migrate => Migrated(Restored),
     AddTrigger => Trigger(Box<TriggerInfo>),
     ListTriggers => Triggers(Vec<TriggerInfo>),
@@ -498,3 +497,20 @@ macro_rules! done_calls {
 }
 
 done_calls!(SendInput, Register, MovedTo);
+
+impl Call for Relay {
+    type Reply = Relaying;
+    fn into_request(self) -> Request {
+        Request::Relay(self)
+    }
+    /// A meeting node from before hole punching replies `Done`: relayed, no address to punch.
+    fn take_reply(reply: Reply) -> Result<Relaying, Box<Reply>> {
+        match reply {
+            Reply::Relaying(relaying) => Ok(relaying),
+            Reply::Done => Ok(Relaying {
+                node_addr: String::new(),
+            }),
+            other => Err(Box::new(other)),
+        }
+    }
+}

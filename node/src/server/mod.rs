@@ -424,7 +424,14 @@ impl Node {
                 }
             }
         }
-        if let (Some(Credential::RelayInvite(token)), false) = (&hello.credential, revoked) {
+        if let Some(Credential::RelayInvite(token)) = &hello.credential {
+            if revoked {
+                let message = format!(
+                    "relay node key {fingerprint} was revoked on {host}; a token cannot bring it back: on {host} run 'cmdop-node authorize --relay {fingerprint}'",
+                    host = self.host
+                );
+                return (refuse(ErrorKind::Unauthorized, message), Admission::Client);
+            }
             if !self.relay_nodes.is_authorized(fingerprint).unwrap_or(false) {
                 return self.admit_relay_invite(fingerprint, token);
             }
@@ -452,7 +459,14 @@ impl Node {
     ) -> (HelloReply, Admission) {
         let refused = |kind, message| (refuse(kind, message), Admission::Client);
         if let Err(e) = self.relay_invites.redeem(token, now_ms() / 1000) {
-            let message = format!("{e} (on {}: 'cmdop-node invite --relay')", self.host);
+            let what = match e {
+                cmdop_certs::InviteError::Unknown => "is unknown or was already used",
+                cmdop_certs::InviteError::Expired => "has expired",
+            };
+            let message = format!(
+                "the relay token in node.rendezvous {what} on {host}; on {host} run 'cmdop-node invite --relay' and put the new token there",
+                host = self.host
+            );
             return refused(ErrorKind::Unauthorized, message);
         }
         if let Err(e) = self.relay_nodes.authorize(fingerprint, "invited") {

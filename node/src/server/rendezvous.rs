@@ -11,7 +11,6 @@
 
 use crate::server::{HandshakeGuard, Node};
 use cmdop_client::tls::{client_config, node_endpoint_config, server_config, transport_config};
-use cmdop_client::udp::MainSocket;
 use cmdop_client::vsock::VirtualSocket;
 use cmdop_client::wire::{FramedRecv, FramedSend};
 use cmdop_proto::config::Rendezvous;
@@ -19,7 +18,7 @@ use cmdop_proto::{
     close_code, Call, Credential, Hello, HelloReply, Register, RelayOpen, Reply, ALPN,
     PROTOCOL_VERSION,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -47,6 +46,9 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::fro
 const PUNCH_FOR: Duration = Duration::from_secs(6);
 const PUNCH_EVERY: Duration = Duration::from_millis(100);
 
+/// Relayed clients punched towards at once.
+const MAX_PUNCHING: usize = 64;
+
 /// How long the meeting node may take to name a relayed client.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,6 +58,8 @@ pub struct RelayEndpoint {
     endpoint: quinn::Endpoint,
     /// Word of each relayed stream's end, by peer address, until its connection is accepted.
     ends: Mutex<HashMap<SocketAddr, oneshot::Receiver<()>>>,
+    /// Where punches are going now.
+    punching: Mutex<HashSet<SocketAddr>>,
 }
 
 impl std::fmt::Debug for RelayEndpoint {
@@ -76,6 +80,7 @@ impl RelayEndpoint {
             socket,
             endpoint,
             ends: Mutex::default(),
+            punching: Mutex::default(),
         })
     }
 
@@ -238,10 +243,10 @@ impl Link {
                 Err(e) => return Ok(e.to_string()),
             };
             let relay = self.relay.clone();
-            let socket = self.node.main_socket.clone();
+            let node = self.node.clone();
             tokio::spawn(async move {
-                if let Some(client) = open_relayed(&relay, send, recv).await {
-                    punch_towards(&socket, client).await;
+                if let Some(open) = open_relayed(&relay, send, recv).await {
+                    punch_for(&node, &relay, &open).await;
                 }
             });
         }
@@ -348,10 +353,7 @@ impl Link {
         let meeting = &self.meeting.name;
         let key = self.node.identity.fingerprint();
         match refusal.kind {
-            cmdop_proto::ErrorKind::Unauthorized if self.meeting.token.is_some() => format!(
-                "{meeting} refused the token in node.rendezvous: {}",
-                refusal.message
-            ),
+            cmdop_proto::ErrorKind::Unauthorized if self.meeting.token.is_some() => refusal.message,
             cmdop_proto::ErrorKind::Unauthorized => format!(
                 "{meeting} does not authorize relay node key {key}; on {meeting} run 'cmdop-node authorize --relay {key}'"
             ),
@@ -372,23 +374,71 @@ async fn resolve(meeting: &Rendezvous) -> Result<SocketAddr, String> {
     addrs.next().ok_or_else(|| cannot(&"no addresses"))
 }
 
-/// Sends punches to a relayed client's address for a while, from the node's main socket, so
-/// that its NAT lets the client's direct dial in (see `cmdop_client::punch`).
-async fn punch_towards(socket: &MainSocket, client: SocketAddr) {
+/// Punches towards a relayed client, if it is one this node serves and its address is one a
+/// punch may go to, and unless as many punches as allowed are going already (or one to the
+/// same address): the meeting node names the client, and must not make this node send
+/// datagrams anywhere it likes.
+async fn punch_for(node: &Node, relay: &RelayEndpoint, open: &RelayOpen) {
+    let Ok(client) = open.client_addr.parse::<SocketAddr>() else {
+        return;
+    };
+    let serves = |fingerprint: &cmdop_certs::Fingerprint| {
+        *fingerprint == node.local_client
+            || (node.authorized.is_authorized(fingerprint).unwrap_or(false)
+                && !node.authorized.is_revoked(fingerprint).unwrap_or(true))
+    };
+    if !serves(&open.client) || !punchable(client) {
+        tracing::debug!(%client, "no punch towards this relayed client");
+        return;
+    }
+    let Some(_going) = PunchGuard::enter(&relay.punching, client) else {
+        return;
+    };
     let until = Instant::now() + PUNCH_FOR;
     while Instant::now() < until {
-        socket.punch(client).await;
+        node.main_socket.punch(client).await;
         tokio::time::sleep(PUNCH_EVERY).await;
     }
 }
 
+/// Whether datagrams may be sent to `addr`: a unicast address with a port.
+fn punchable(addr: SocketAddr) -> bool {
+    let ip = addr.ip();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+}
+
+/// One punch in progress, to one address; gone when dropped.
+struct PunchGuard<'a> {
+    punching: &'a Mutex<HashSet<SocketAddr>>,
+    to: SocketAddr,
+}
+
+impl<'a> PunchGuard<'a> {
+    /// None when a punch to `to` is going already, or [`MAX_PUNCHING`] are.
+    fn enter(punching: &'a Mutex<HashSet<SocketAddr>>, to: SocketAddr) -> Option<Self> {
+        let mut going = punching.lock().unwrap_or_else(|p| p.into_inner());
+        if going.len() >= MAX_PUNCHING || !going.insert(to) {
+            return None;
+        }
+        Some(PunchGuard { punching, to })
+    }
+}
+
+impl Drop for PunchGuard<'_> {
+    fn drop(&mut self) {
+        let mut going = self.punching.lock().unwrap_or_else(|p| p.into_inner());
+        going.remove(&self.to);
+    }
+}
+
 /// Reads the [`RelayOpen`] that starts a relayed stream, then hands the stream to the relay
-/// endpoint as a new peer; returns the client's address as the meeting node sees it.
+/// endpoint as a new peer; returns the meeting node's word on the client.
 async fn open_relayed(
     relay: &RelayEndpoint,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
-) -> Option<SocketAddr> {
+) -> Option<RelayOpen> {
     let mut recv = FramedRecv::new(recv, 4096);
     let open = match tokio::time::timeout(OPEN_TIMEOUT, recv.recv::<RelayOpen>()).await {
         Ok(Ok(Some(open))) => open,
@@ -405,5 +455,5 @@ async fn open_relayed(
     ends.insert(peer.addr, peer.ended);
     drop(ends);
     tracing::info!(client = %open.client, from = %open.client_addr, peer = %peer.addr, "relayed client");
-    open.client_addr.parse().ok()
+    Some(open)
 }

@@ -69,7 +69,13 @@ pub enum Decision {
 
 /// Decides whether `peer` may attach as `request` asks.
 pub fn decide(seen: Occupancy<'_>, peer: &Peer, request: &AttachRequest) -> Decision {
-    if seen.attachments >= seen.max_attachments {
+    let replaces_itself = request.mode == AttachMode::Interactive
+        && seen
+            .holder
+            .is_some_and(|holder| resumes_own_hold(holder, peer, request));
+    // A client replacing its own stale hold (after a network change, or moving to a direct
+    // path) does not add an attachment.
+    if seen.attachments >= seen.max_attachments && !replaces_itself {
         return Decision::Refuse(ErrorReply {
             kind: ErrorKind::Limit,
             message: format!(
@@ -91,10 +97,7 @@ pub fn decide(seen: Occupancy<'_>, peer: &Peer, request: &AttachRequest) -> Deci
         };
     };
     let same_client = holder.peer.fingerprint == peer.fingerprint;
-    // A client resuming its own attachment after a network change replaces its stale hold.
-    let resuming =
-        request.resume_from.is_some() && same_client && holder.input_stream == request.input_stream;
-    if !request.takeover && !resuming {
+    if !request.takeover && !replaces_itself {
         return Decision::Refuse(ErrorReply {
             kind: ErrorKind::BadRequest,
             message: format!(
@@ -118,6 +121,14 @@ pub fn decide(seen: Occupancy<'_>, peer: &Peer, request: &AttachRequest) -> Deci
         hold: true,
         kick: Some(reason),
     }
+}
+
+/// Whether `request` is `holder`'s own client resuming the same keystroke stream: it replaces
+/// its stale hold.
+fn resumes_own_hold(holder: &Holder, peer: &Peer, request: &AttachRequest) -> bool {
+    request.resume_from.is_some()
+        && holder.peer.fingerprint == peer.fingerprint
+        && holder.input_stream == request.input_stream
 }
 
 /// An admitted attachment's start.

@@ -166,3 +166,28 @@ fn max_attachments_counts_viewers_and_comes_first() {
         ErrorKind::Limit
     );
 }
+
+#[test]
+fn at_the_limit_the_holder_may_still_replace_its_own_stale_hold() {
+    let a = peer(1, 5000);
+    let held = holder(a.clone(), 7);
+    let resume = request(AttachMode::Interactive, false, true, 7);
+    // Two attachments (the limit): the holder's and a viewer's.
+    assert_eq!(
+        decide(seen(2, Some(&held)), &a, &resume),
+        Decision::Admit {
+            hold: true,
+            kick: Some(DetachReason::Replaced)
+        }
+    );
+    let other_stream = request(AttachMode::Interactive, false, true, 8);
+    assert_eq!(
+        refused_kind(decide(seen(2, Some(&held)), &a, &other_stream)),
+        ErrorKind::Limit
+    );
+    let takeover = request(AttachMode::Interactive, true, false, 9);
+    assert_eq!(
+        refused_kind(decide(seen(2, Some(&held)), &peer(2, 6000), &takeover)),
+        ErrorKind::Limit
+    );
+}

@@ -17,6 +17,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+/// Why a hole-punched direct link is left: a new socket would get a new port from this side's
+/// NAT, which the node's NAT does not let in, so the way back is through the meeting node.
+const LEAVE_DIRECT: &str =
+    "the direct path changed or went silent; going back through the meeting node";
+
 /// How long attaching on a new direct path may take before the switch is given up.
 const SWITCH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -42,6 +47,8 @@ pub(super) struct Driver {
     input_stream: u64,
     /// When to tell the node how far output was shown, on the current link.
     reports: ShownReports,
+    /// The current link is a direct one that hole punching opened.
+    punched: bool,
 }
 
 /// What the driver needs from the attachment it drives.
@@ -78,6 +85,7 @@ impl Driver {
             shared_rtt: channels.rtt,
             input_stream,
             reports: ShownReports::default(),
+            punched: false,
         }
     }
 
@@ -125,13 +133,19 @@ impl Driver {
             mut send,
             recv,
             punch_to,
+            punched,
             ..
         } = link;
-        self.rtt = connection.rtt();
-        let mut direct = punch_to.map(|seen| self.try_direct(seen, connection.rtt()));
+        // Reconnects go through the meeting node: their timeout follows its round trip, not
+        // the direct path's.
+        if !punched {
+            self.rtt = connection.rtt();
+        }
+        self.punched = punched;
         if let Err(e) = self.resend_unacked(&mut send).await {
             return LinkEnd::Lost(e.to_string());
         }
+        let mut direct = punch_to.map(|seen| self.try_direct(seen, connection.rtt()));
         let shown = Arc::new(Notify::new());
         self.reports = ShownReports::default();
         let mut reporting = true;
@@ -152,7 +166,14 @@ impl Driver {
             tokio::select! {
                 made = wait_direct(&mut direct) => {
                     if let Some(client) = made {
-                        break self.switch_to(client, &connection).await;
+                        match self.switch_to(client, &connection).await {
+                            // The relayed link's own end, if it had one, is the one to keep (a
+                            // successful move ends it with Replaced, which must not count).
+                            lost @ LinkEnd::Lost(_) => {
+                                break ended_meanwhile(&mut downlink).await.unwrap_or(lost);
+                            }
+                            switched => break switched,
+                        }
                     }
                 }
                 end = &mut downlink => {
@@ -180,6 +201,9 @@ impl Driver {
                     self.shared_rtt.store(rtt.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
                     let action = watch.tick(now, SystemTime::now(), received, rtt);
                     next_tick = tokio::time::Instant::now() + watch.tick_interval();
+                    if action.rebind && self.punched {
+                        break LinkEnd::Lost(LEAVE_DIRECT.into());
+                    }
                     match self.on_tick(action, now, &connection, &mut send).await {
                         // A probe the node no longer reads: as for the reports above, the
                         // output stream says how this ends.
@@ -213,7 +237,8 @@ impl Driver {
         let name = self.target.name.clone();
         let attach = open_link(direct.connection.clone(), &name, request);
         match tokio::time::timeout(SWITCH_TIMEOUT, attach).await {
-            Ok(Ok(link)) => {
+            Ok(Ok(mut link)) => {
+                link.punched = true;
                 lock(&self.resync).reattached(link.input_seq, link.input_reset);
                 relayed.close(close_code::DONE.into(), b"moved to a direct path");
                 tracing::info!(node = %name, addr = %direct.connection.remote_address(), "moved to the direct path");
@@ -283,6 +308,9 @@ impl Driver {
                 // Later re-attachments ask for the size the terminal has now.
                 self.spec.size = size;
                 AttachInput::Resize(size)
+            }
+            Some(Command::Rebind) if self.punched => {
+                return Some(LinkEnd::Lost(LEAVE_DIRECT.into()))
             }
             Some(Command::Rebind) => {
                 self.rebind();
@@ -436,6 +464,18 @@ impl Driver {
                 .await
                 .unwrap_or(Err(AttachFailure::NoAnswer))
         }
+    }
+}
+
+/// How the attachment ended on the old link while it was moving to the direct one (another
+/// client took over, the session exited): that end stands, not the move's outcome.
+async fn ended_meanwhile(downlink: &mut JoinHandle<LinkEnd>) -> Option<LinkEnd> {
+    if !downlink.is_finished() {
+        return None;
+    }
+    match downlink.await {
+        Ok(LinkEnd::Done(end)) => Some(LinkEnd::Done(end)),
+        _ => None,
     }
 }
 

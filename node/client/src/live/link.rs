@@ -24,6 +24,8 @@ pub(super) struct Link {
     pub input_reset: bool,
     /// For a relayed link: where the meeting node sees the node, to try a direct path.
     pub punch_to: Option<std::net::SocketAddr>,
+    /// A direct link that hole punching opened (to a node behind NAT).
+    pub punched: bool,
 }
 
 /// Why an attach attempt failed.
@@ -96,6 +98,7 @@ pub(super) async fn open_link(
             info: session,
             input_reset,
             punch_to: None,
+            punched: false,
         }),
         AttachOutput::Error(e)
             if e.kind == ErrorKind::NotFound && request.resume_from.is_some() =>
