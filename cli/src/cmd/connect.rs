@@ -7,7 +7,7 @@ use crate::terminal::AttachOptions;
 use anyhow::{anyhow, bail};
 use cmdop_client::dial::{ClientError, Dialer, NodeClient};
 use cmdop_proto::config::Predict;
-use cmdop_proto::{AttachMode, CreateSession, ListSessions, SessionInfo, SessionState};
+use cmdop_proto::{AttachMode, CreateSession, ListSessions, Punch, SessionInfo, SessionState};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,17 +102,18 @@ async fn reuse_or_create(client: &mut NodeClient, args: &Args) -> anyhow::Result
 /// terminal would, and says which way it answered.
 async fn answer_of(
     dialer: Arc<Dialer>,
-    client: NodeClient,
+    mut client: NodeClient,
     timeout: Duration,
 ) -> Result<(Duration, String), ClientError> {
     let rtt = client.connection.rtt();
     let host = client.host.clone();
-    let direct = match client.punch_to {
-        Some(seen) => {
+    let punch_to = client.punch_to;
+    let direct = match punch_to {
+        Some(seen) if client.call(Punch).await.is_ok() => {
             let punch = dialer.punch(&client.target, seen, rtt);
             tokio::time::timeout(timeout, punch).await.ok().flatten()
         }
-        None => None,
+        _ => None,
     };
     let relayed = client.target.via.is_some();
     client.close().await;

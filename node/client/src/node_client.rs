@@ -38,6 +38,15 @@ impl NodeClient {
         })
     }
 
+    /// Sends a call without waiting for its reply, which is never read: only as the last call
+    /// on this control stream (the live terminal's [`cmdop_proto::Punch`] before it attaches).
+    pub async fn send_last<C: Call>(&mut self, call: C) -> Result<(), ClientError> {
+        self.send
+            .send(&call.into_request())
+            .await
+            .map_err(|e| send_error(&self.target.name, &self.connection, e))
+    }
+
     /// Sends one request and waits for its reply, whatever it is (tests use this to send
     /// requests a node must refuse).
     pub async fn request(&mut self, request: &Request) -> Result<Reply, ClientError> {

@@ -255,7 +255,7 @@ pub struct Register {
     pub name: String,
 }
 
-/// Join this control stream to the node registered under `to`: after the reply `Done`, the
+/// Join this control stream to the node registered under `to`: after the reply [`Relaying`], the
 /// stream carries the client's QUIC datagrams to that node and back (length-prefixed frames),
 /// and the meeting node sees only ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +263,13 @@ pub struct Relay {
     /// The registered name.
     pub to: String,
 }
+
+/// Asked of a node over a connection relayed by a meeting node: open your NAT towards me. The
+/// node sends punch datagrams from its own port to this client's address as the meeting node
+/// saw it, for a few seconds, while the client dials it directly (hole punching). Only an
+/// admitted client can ask, so a meeting node cannot make the node send anywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Punch;
 
 /// The reply to [`Relay`]: the stream now carries the registered node's datagrams. Also where
 /// the meeting node sees that node, for hole punching (the node is told the client's address
@@ -357,6 +364,8 @@ pub enum Request {
     Migrate(Migrate),
     /// See [`MovedTo`].
     MovedTo(MovedTo),
+    /// See [`Punch`].
+    Punch(Punch),
     /// See [`AddTrigger`].
     AddTrigger(AddTrigger),
     /// See [`ListTriggers`].
@@ -496,7 +505,7 @@ macro_rules! done_calls {
     )*};
 }
 
-done_calls!(SendInput, Register, MovedTo);
+done_calls!(SendInput, Register, MovedTo, Punch);
 
 impl Call for Relay {
     type Reply = Relaying;

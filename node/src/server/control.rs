@@ -29,8 +29,8 @@ pub struct Requester {
 }
 
 /// Answers requests until the peer ends the stream, sends garbage, or `shutdown` fires (None),
-/// or until an allowed [`Request::Register`] or [`Request::Relay`], which is returned unanswered
-/// for the caller.
+/// or until an allowed [`Request::Register`], [`Request::Relay`] or [`Request::Punch`], which is
+/// returned unanswered for the caller.
 pub async fn serve<S: FrameSink, R: FrameSource>(
     node: &Node,
     requester: &Requester,
@@ -57,7 +57,7 @@ pub async fn serve<S: FrameSink, R: FrameSource>(
         let mut upgrade = None;
         let reply = match (requester.admission, &request) {
             (Admission::Client | Admission::RelayNode, Request::Register(_))
-            | (Admission::Client, Request::Relay(_)) => return Some(request),
+            | (Admission::Client, Request::Relay(_) | Request::Punch(_)) => return Some(request),
             (Admission::RelayNode, _) => Reply::Error(ErrorReply {
                 kind: ErrorKind::Unauthorized,
                 message: format!(
@@ -154,10 +154,11 @@ pub async fn handle(node: &Node, request: Request) -> Reply {
                 .into(),
         }),
         // Answered by the connection's own loop, which holds its streams.
-        Request::Register(_) | Request::Relay(_) => Err(ErrorReply {
+        Request::Register(_) | Request::Relay(_) | Request::Punch(_) => Err(ErrorReply {
             kind: ErrorKind::BadRequest,
-            message: "registering and relaying are only taken on a connection's control stream"
-                .into(),
+            message:
+                "registering, relaying and punching are only taken on a connection's control stream"
+                    .into(),
         }),
         Request::SendInput(SendInput { session, data }) => {
             send_input(registry, session, data).await

@@ -616,6 +616,16 @@ impl Node {
                         Err(e) => Reply::Error(e),
                     }
                 }
+                Some(Request::Punch(_)) => {
+                    let peer = connection.remote_address();
+                    let punching = self.relay.as_ref().is_some_and(|relay| {
+                        relay.punch_towards_client(&self.main_socket, peer)
+                    });
+                    match punching {
+                        true => Reply::Done,
+                        false => Reply::Error(rendezvous::not_relayed(&self.host)),
+                    }
+                }
                 // One registration per connection: a key cannot hoard names.
                 Some(Request::Register(_)) if !registrations.is_empty() => {
                     Reply::Error(ErrorReply {

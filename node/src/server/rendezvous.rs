@@ -11,6 +11,7 @@
 
 use crate::server::{HandshakeGuard, Node};
 use cmdop_client::tls::{client_config, node_endpoint_config, server_config, transport_config};
+use cmdop_client::udp::MainSocket;
 use cmdop_client::vsock::VirtualSocket;
 use cmdop_client::wire::{FramedRecv, FramedSend};
 use cmdop_proto::config::Rendezvous;
@@ -60,6 +61,8 @@ pub struct RelayEndpoint {
     ends: Mutex<HashMap<SocketAddr, oneshot::Receiver<()>>>,
     /// Where punches are going now.
     punching: Mutex<HashSet<SocketAddr>>,
+    /// Each relayed peer's client address as its meeting node saw it.
+    origins: Mutex<HashMap<SocketAddr, SocketAddr>>,
 }
 
 impl std::fmt::Debug for RelayEndpoint {
@@ -81,6 +84,7 @@ impl RelayEndpoint {
             endpoint,
             ends: Mutex::default(),
             punching: Mutex::default(),
+            origins: Mutex::default(),
         })
     }
 
@@ -91,25 +95,61 @@ impl RelayEndpoint {
 
     /// Closes `connection` when its relayed stream ends, so its attachments end at once.
     /// When the connection ends first, its relayed stream is finished after its last packets.
-    fn close_with_stream(&self, connection: &quinn::Connection) {
+    fn close_with_stream(self: &Arc<Self>, connection: &quinn::Connection) {
         let peer = connection.remote_address();
         let Some(mut ended) = self.ends().remove(&peer) else {
             return;
         };
         let connection = connection.clone();
-        let socket = self.socket.clone();
+        let relay = self.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = &mut ended => connection.close(close_code::DONE.into(), b"the relay ended"),
-                _ = connection.closed() => socket.remove_peer(peer),
+                _ = connection.closed() => {}
             }
+            relay.forget(peer);
         });
     }
 
     /// Finishes the relayed stream of `peer`, whose connection never came to be.
     fn drop_peer(&self, peer: SocketAddr) {
         self.ends().remove(&peer);
+        self.forget(peer);
+    }
+
+    /// Lets go of the relayed `peer`: its stream and what the meeting node said of it.
+    fn forget(&self, peer: SocketAddr) {
         self.socket.remove_peer(peer);
+        self.origins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&peer);
+    }
+
+    /// Punches towards the client of the relayed connection from `peer` (see
+    /// [`cmdop_proto::Punch`]), in the background, unless its address is not one to send to,
+    /// or as many punches as allowed are going (or one to the same address). False when `peer`
+    /// is no relayed connection.
+    pub fn punch_towards_client(
+        self: &Arc<Self>,
+        socket: &Arc<MainSocket>,
+        peer: SocketAddr,
+    ) -> bool {
+        let origin = self
+            .origins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .copied();
+        let Some(client) = origin else {
+            return false;
+        };
+        if !punchable(client) {
+            tracing::debug!(%client, "no punch towards this address");
+        } else if let Some(going) = PunchGuard::enter(self, client) {
+            tokio::spawn(punch(socket.clone(), client, going));
+        }
+        true
     }
 
     /// Closes every relayed connection.
@@ -243,12 +283,7 @@ impl Link {
                 Err(e) => return Ok(e.to_string()),
             };
             let relay = self.relay.clone();
-            let node = self.node.clone();
-            tokio::spawn(async move {
-                if let Some(open) = open_relayed(&relay, send, recv).await {
-                    punch_for(&node, &relay, &open).await;
-                }
-            });
+            tokio::spawn(async move { open_relayed(&relay, send, recv).await });
         }
     }
 
@@ -374,33 +409,6 @@ async fn resolve(meeting: &Rendezvous) -> Result<SocketAddr, String> {
     addrs.next().ok_or_else(|| cannot(&"no addresses"))
 }
 
-/// Punches towards a relayed client, if it is one this node serves and its address is one a
-/// punch may go to, and unless as many punches as allowed are going already (or one to the
-/// same address): the meeting node names the client, and must not make this node send
-/// datagrams anywhere it likes.
-async fn punch_for(node: &Node, relay: &RelayEndpoint, open: &RelayOpen) {
-    let Ok(client) = open.client_addr.parse::<SocketAddr>() else {
-        return;
-    };
-    let serves = |fingerprint: &cmdop_certs::Fingerprint| {
-        *fingerprint == node.local_client
-            || (node.authorized.is_authorized(fingerprint).unwrap_or(false)
-                && !node.authorized.is_revoked(fingerprint).unwrap_or(true))
-    };
-    if !serves(&open.client) || !punchable(client) {
-        tracing::debug!(%client, "no punch towards this relayed client");
-        return;
-    }
-    let Some(_going) = PunchGuard::enter(&relay.punching, client) else {
-        return;
-    };
-    let until = Instant::now() + PUNCH_FOR;
-    while Instant::now() < until {
-        node.main_socket.punch(client).await;
-        tokio::time::sleep(PUNCH_EVERY).await;
-    }
-}
-
 /// Whether datagrams may be sent to `addr`: a unicast address with a port.
 fn punchable(addr: SocketAddr) -> bool {
     let ip = addr.ip();
@@ -409,51 +417,77 @@ fn punchable(addr: SocketAddr) -> bool {
 }
 
 /// One punch in progress, to one address; gone when dropped.
-struct PunchGuard<'a> {
-    punching: &'a Mutex<HashSet<SocketAddr>>,
+struct PunchGuard {
+    relay: Arc<RelayEndpoint>,
     to: SocketAddr,
 }
 
-impl<'a> PunchGuard<'a> {
+impl PunchGuard {
     /// None when a punch to `to` is going already, or [`MAX_PUNCHING`] are.
-    fn enter(punching: &'a Mutex<HashSet<SocketAddr>>, to: SocketAddr) -> Option<Self> {
-        let mut going = punching.lock().unwrap_or_else(|p| p.into_inner());
+    fn enter(relay: &Arc<RelayEndpoint>, to: SocketAddr) -> Option<Self> {
+        let mut going = relay.punching.lock().unwrap_or_else(|p| p.into_inner());
         if going.len() >= MAX_PUNCHING || !going.insert(to) {
             return None;
         }
-        Some(PunchGuard { punching, to })
+        Some(PunchGuard {
+            relay: relay.clone(),
+            to,
+        })
     }
 }
 
-impl Drop for PunchGuard<'_> {
+impl Drop for PunchGuard {
     fn drop(&mut self) {
-        let mut going = self.punching.lock().unwrap_or_else(|p| p.into_inner());
+        let mut going = self
+            .relay
+            .punching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         going.remove(&self.to);
     }
 }
 
+/// Sends punches to `client` for [`PUNCH_FOR`] from the node's main socket.
+async fn punch(socket: Arc<MainSocket>, client: SocketAddr, _going: PunchGuard) {
+    let until = Instant::now() + PUNCH_FOR;
+    while Instant::now() < until {
+        socket.punch(client).await;
+        tokio::time::sleep(PUNCH_EVERY).await;
+    }
+}
+
+/// The refusal of a [`cmdop_proto::Punch`] on a connection that did not come through a meeting
+/// node.
+pub fn not_relayed(host: &str) -> cmdop_proto::ErrorReply {
+    cmdop_proto::ErrorReply {
+        kind: cmdop_proto::ErrorKind::BadRequest,
+        message: format!(
+            "this connection to {host} did not come through a meeting node; there is no NAT to punch through"
+        ),
+    }
+}
+
 /// Reads the [`RelayOpen`] that starts a relayed stream, then hands the stream to the relay
-/// endpoint as a new peer; returns the meeting node's word on the client.
-async fn open_relayed(
-    relay: &RelayEndpoint,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-) -> Option<RelayOpen> {
+/// endpoint as a new peer.
+async fn open_relayed(relay: &RelayEndpoint, send: quinn::SendStream, recv: quinn::RecvStream) {
     let mut recv = FramedRecv::new(recv, 4096);
     let open = match tokio::time::timeout(OPEN_TIMEOUT, recv.recv::<RelayOpen>()).await {
         Ok(Ok(Some(open))) => open,
         _ => {
             tracing::info!("a relayed stream did not start with its client's address; dropped");
-            return None;
+            return;
         }
     };
     let (recv, buffered) = recv.into_parts();
     let peer = relay.socket.add_peer(send, recv, buffered);
+    if let Ok(client) = open.client_addr.parse() {
+        let mut origins = relay.origins.lock().unwrap_or_else(|p| p.into_inner());
+        origins.insert(peer.addr, client);
+    }
     let mut ends = relay.ends();
     // Forget streams that ended before their connection was accepted.
     ends.retain(|_, ended| matches!(ended.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
     ends.insert(peer.addr, peer.ended);
     drop(ends);
     tracing::info!(client = %open.client, from = %open.client_addr, peer = %peer.addr, "relayed client");
-    Some(open)
 }

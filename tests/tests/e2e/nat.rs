@@ -559,3 +559,25 @@ fn a_new_socket_on_the_direct_path_goes_back_through_the_meeting_node_and_punche
     });
     attachment.handle().detach();
 }
+
+#[test]
+fn only_a_relayed_connection_may_ask_for_a_punch() {
+    let world = World::start("nat-punch-direct");
+    let home = world.home_behind("home", NatKind::FullCone, 33);
+    let _guard = world.runtime.enter();
+    let dialer = world.dialer_behind(&home.nat);
+    world.runtime.block_on(async {
+        // Straight to vps (no meeting node on the way): nothing to punch through.
+        let vps = Target::direct("vps", &world.vps.addr());
+        let mut client = dialer.connect(&vps, None).await.unwrap();
+        let refused = client.call(cmdop_proto::Punch).await.unwrap_err();
+        let message = refused.to_string();
+        assert!(
+            message.contains("did not come through a meeting node"),
+            "{message}"
+        );
+        // Through vps to the home node: granted.
+        let mut relayed = dialer.connect(&world.via(&home.name), None).await.unwrap();
+        relayed.call(cmdop_proto::Punch).await.unwrap();
+    });
+}

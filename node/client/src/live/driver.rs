@@ -455,7 +455,8 @@ impl Driver {
         let timeout = (self.rtt * trips).max(Duration::from_secs(1));
         async move {
             let attempt = async {
-                let client = dialer.connect(&target, None).await.map_err(dial_failure)?;
+                let mut client = dialer.connect(&target, None).await.map_err(dial_failure)?;
+                super::ask_to_punch(&mut client).await;
                 let mut link = open_link(client.connection.clone(), &target.name, request).await?;
                 link.punch_to = client.punch_to;
                 Ok(link)

@@ -170,9 +170,10 @@ impl Attachment {
     /// come back as the node's sentence.
     pub async fn open(
         dialer: Arc<Dialer>,
-        client: NodeClient,
+        mut client: NodeClient,
         spec: AttachSpec,
     ) -> Result<Attachment, ClientError> {
+        ask_to_punch(&mut client).await;
         let target = client.target.clone();
         let input_stream = new_input_stream();
         let request = AttachRequest {
@@ -230,6 +231,16 @@ impl Attachment {
     /// Counters so far.
     pub fn stats(&self) -> ResyncStats {
         lock(&self.resync).stats()
+    }
+}
+
+/// Over a relayed connection, asks the node to open its NAT towards this client, for the
+/// direct path the attachment will try (a connection that is not relayed is left alone).
+async fn ask_to_punch(client: &mut NodeClient) {
+    if client.punch_to.is_some() {
+        if let Err(e) = client.send_last(cmdop_proto::Punch).await {
+            tracing::debug!("cannot ask for a punch: {e}");
+        }
     }
 }
 
