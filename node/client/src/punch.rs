@@ -1,8 +1,9 @@
 //! Hole punching, the client's half: after a relayed dial, reach the same node directly.
 //!
-//! The meeting node told the node where it sees this client ([`cmdop_proto::RelayOpen`]); asked
-//! by the client over their end-to-end connection ([`cmdop_proto::Punch`]), the node sends
-//! punches there from its own socket for a few seconds, opening its NAT towards the client. The meeting node told this client where it sees the node
+//! The meeting node told the node where it sees this client ([`cmdop_proto::RelayOpen`]);
+//! asked by the client over their end-to-end connection ([`cmdop_proto::Punch`]), the node
+//! sends punches there from its own socket for a few seconds, opening its NAT towards the
+//! client. The meeting node told this client where it sees the node
 //! ([`cmdop_proto::Relaying`]). [`Dialer::punch`] dials that address from the dialer's own
 //! socket (its QUIC packets open this side's NAT), and also every address punches from the
 //! node's IP arrive from: a symmetric NAT in front of the node gives its punches a port of their
