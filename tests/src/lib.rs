@@ -61,11 +61,21 @@ impl Home {
     /// A dialer with this home's client identity and pins. Call it inside a tokio runtime
     /// (the QUIC endpoint needs one).
     pub fn dialer(&self, timeout: Duration) -> cmdop_client::dial::Dialer {
+        self.dialer_behind(timeout, None)
+    }
+
+    /// As [`Home::dialer`], sending through the NAT box whose inside address is `nat_box`.
+    pub fn dialer_behind(
+        &self,
+        timeout: Duration,
+        nat_box: Option<std::net::SocketAddr>,
+    ) -> cmdop_client::dial::Dialer {
         let identity = cmdop_certs::Identity::load_or_create(&self.path, "client").unwrap();
-        cmdop_client::dial::Dialer::new(
+        cmdop_client::dial::Dialer::behind(
             std::sync::Arc::new(identity),
             self.path.join("known_nodes"),
             timeout,
+            nat_box,
         )
         .unwrap()
     }
@@ -263,6 +273,11 @@ impl NodeProcess {
             addr: self.addr(),
             via: None,
         }
+    }
+
+    /// Waits up to `timeout` until the node has logged `text` at least `n` times.
+    pub fn wait_logged(&self, text: &str, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log_text().matches(text).count() >= n)
     }
 
     /// What the node logged.

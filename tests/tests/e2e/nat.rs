@@ -113,17 +113,10 @@ impl World {
     }
 
     /// The client's dialer from behind `nat`.
-    fn dialer_behind(&self, nat: &NatBox) -> Arc<Dialer> {
-        let identity = cmdop_certs::Identity::load_or_create(&self.client.path, "client").unwrap();
+    fn dialer_behind(&self, nat: Option<&NatBox>) -> Arc<Dialer> {
         let _guard = self.runtime.enter();
-        let dialer = Dialer::behind(
-            Arc::new(identity),
-            self.client.path.join("known_nodes"),
-            Duration::from_secs(5),
-            Some(nat.inside_addr()),
-        )
-        .unwrap();
-        Arc::new(dialer)
+        let nat_box = nat.map(NatBox::inside_addr);
+        Arc::new(self.client.dialer_behind(Duration::from_secs(5), nat_box))
     }
 
     fn via(&self, name: &str) -> Target {
@@ -134,13 +127,7 @@ impl World {
 impl HomeBehind {
     /// Waits until the node logged its `n`th registration at vps.
     fn wait_registered(&self, n: usize) {
-        let registered = wait_until(WAIT, || {
-            self.node
-                .log_text()
-                .matches("registered for relaying")
-                .count()
-                >= n
-        });
+        let registered = self.node.wait_logged("registered for relaying", n, WAIT);
         assert!(
             registered,
             "{} did not register: {}",
@@ -347,7 +334,7 @@ fn every_pair_of_nat_kinds_connects_and_hole_punching_goes_direct_where_it_can()
         let mut client_boxes = Vec::new();
         for (client_kind, ip) in NatKind::ALL.into_iter().zip(50u8..) {
             let nat = nat_box(&world.runtime, client_kind, ip + 10 * (home_kind as u8));
-            let dialer = world.dialer_behind(&nat);
+            let dialer = world.dialer_behind(Some(&nat));
             let run = world
                 .runtime
                 .spawn(stream_through(dialer, world.via(&home.name)));
@@ -412,12 +399,7 @@ fn after_the_switch_to_direct_the_meeting_node_carries_nothing() {
         .unwrap();
     let vps = Target::direct("vps", &counter.listen_addr().to_string());
     let target = Target::relayed(&home.name, vps);
-    let dialer = {
-        let _guard = world.runtime.enter();
-        let identity = cmdop_certs::Identity::load_or_create(&world.client.path, "client").unwrap();
-        let known = world.client.path.join("known_nodes");
-        Arc::new(Dialer::behind(Arc::new(identity), known, Duration::from_secs(5), None).unwrap())
-    };
+    let dialer = world.dialer_behind(None);
     let (streamed, mut attachment) = world.runtime.block_on(stream_through(dialer, target));
     assert_lines_whole(&streamed.shown, LINES_AFTER);
     assert!(
@@ -439,7 +421,7 @@ fn after_the_switch_to_direct_the_meeting_node_carries_nothing() {
         std::mem::replace(&mut last, now) == now
     });
     assert!(settled, "vps kept carrying bytes: {}", counter.counters());
-    let before = counter.counters();
+    let before = relayed_bytes();
     let quiet = Duration::from_secs(6);
     world.runtime.block_on(async {
         attachment
@@ -457,9 +439,7 @@ fn after_the_switch_to_direct_the_meeting_node_carries_nothing() {
         }
         tokio::time::sleep(quiet.saturating_sub(typed.elapsed())).await;
     });
-    let after = counter.counters();
-    let relayed = (after.to_node.received_bytes + after.to_client.received_bytes)
-        - (before.to_node.received_bytes + before.to_client.received_bytes);
+    let relayed = relayed_bytes() - before;
     let per_minute = relayed * 60 / quiet.as_secs();
     eprintln!("relay traffic after the switch: {relayed} B in {quiet:?} ({per_minute} B/min)");
     assert!(
@@ -524,7 +504,7 @@ fn a_new_socket_on_the_direct_path_goes_back_through_the_meeting_node_and_punche
     let world = World::start("nat-rebind");
     let home = world.home_behind("home", NatKind::PortRestricted, 38);
     let client_nat = nat_box(&world.runtime, NatKind::PortRestricted, 39);
-    let dialer = world.dialer_behind(&client_nat);
+    let dialer = world.dialer_behind(Some(&client_nat));
     let (streamed, mut attachment) = world
         .runtime
         .block_on(stream_through(dialer, world.via(&home.name)));
@@ -565,7 +545,7 @@ fn only_a_relayed_connection_may_ask_for_a_punch() {
     let world = World::start("nat-punch-direct");
     let home = world.home_behind("home", NatKind::FullCone, 33);
     let _guard = world.runtime.enter();
-    let dialer = world.dialer_behind(&home.nat);
+    let dialer = world.dialer_behind(Some(&home.nat));
     world.runtime.block_on(async {
         // Straight to vps (no meeting node on the way): nothing to punch through.
         let vps = Target::direct("vps", &world.vps.addr());
