@@ -295,13 +295,7 @@ impl AsyncUdpSocket for NatBoxSocket {
             // Longer than quinn's buffer: cut, as a plain socket would.
             let len = payload.len().min(buf.len());
             buf[..len].copy_from_slice(&payload[..len]);
-            *meta = RecvMeta {
-                addr: source,
-                len,
-                stride: len,
-                ecn: None,
-                dst_ip: None,
-            };
+            *meta = crate::vsock::one_datagram(source, len);
             return Poll::Ready(Ok(1));
         }
     }

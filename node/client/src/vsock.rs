@@ -266,6 +266,18 @@ impl Link {
     }
 }
 
+/// What quinn learns of one received datagram of `len` bytes from `from` (no GRO batch, no
+/// ECN, no local address).
+pub(crate) fn one_datagram(from: SocketAddr, len: usize) -> RecvMeta {
+    RecvMeta {
+        addr: from,
+        len,
+        stride: len,
+        ecn: None,
+        dst_ip: None,
+    }
+}
+
 impl quinn::AsyncUdpSocket for VirtualSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
         Box::pin(AlwaysWritable)
@@ -310,13 +322,7 @@ impl quinn::AsyncUdpSocket for VirtualSocket {
                 continue;
             };
             target.copy_from_slice(&datagram);
-            *meta = RecvMeta {
-                addr: from,
-                len: datagram.len(),
-                stride: datagram.len(),
-                ecn: None,
-                dst_ip: None,
-            };
+            *meta = one_datagram(from, datagram.len());
             return Poll::Ready(Ok(1));
         }
     }
