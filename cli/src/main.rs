@@ -66,11 +66,7 @@ fn main() -> ExitCode {
     if let Some(code) = run_offline(&cli.command) {
         return code;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cmdop: cannot start the async runtime: {e}");
@@ -97,6 +93,21 @@ fn main() -> ExitCode {
     // Do not wait for background tasks (e.g. a stdin reader) to finish.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     exit_code(result)
+}
+
+/// The live terminal runs on one thread: a keystroke then never waits for another thread to
+/// wake, and its output goes through the runtime, so a terminal that stops reading stalls
+/// nothing else. Other commands print with blocking writes (a pager may hold them up for
+/// minutes), so their connection's keep-alives run on a worker thread of their own.
+fn runtime_for(command: &Command) -> tokio::runtime::Builder {
+    match command {
+        Command::Connect(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(2);
+            builder
+        }
+    }
 }
 
 /// Runs the commands that need neither the config nor the runtime.

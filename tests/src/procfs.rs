@@ -8,8 +8,31 @@ pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// User plus system CPU seconds the process has used.
+/// User plus system CPU seconds the process has used (its exited threads included), counted
+/// in clock ticks: a whole tick goes to whoever runs when it strikes, so short, frequent
+/// wake-ups are misjudged; see [`on_cpu_seconds`].
 pub fn cpu_seconds(pid: u32) -> f64 {
+    ticked_seconds(pid)
+}
+
+/// CPU seconds the process's live threads have run, to the nanosecond (the scheduler's own
+/// count, `schedstat`); the tick count where the kernel does not keep it. For processes whose
+/// threads all live through the measurement.
+pub fn on_cpu_seconds(pid: u32) -> f64 {
+    scheduled_seconds(pid).unwrap_or_else(|| ticked_seconds(pid))
+}
+
+fn scheduled_seconds(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut nanos = 0u64;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(nanos as f64 / 1e9)
+}
+
+fn ticked_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };

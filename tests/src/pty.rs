@@ -4,6 +4,7 @@
 use portable_pty::{CommandBuilder, PtySize};
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,8 @@ pub struct Terminal {
     output: Arc<Mutex<Vec<u8>>>,
     child: Box<dyn portable_pty::Child + Send + Sync>,
     master: Box<dyn portable_pty::MasterPty + Send>,
+    /// The terminal stopped reading (a frozen terminal emulator).
+    paused: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Terminal {
@@ -59,9 +62,15 @@ impl Terminal {
         let writer = pair.master.take_writer().expect("pty writer");
         let output = Arc::new(Mutex::new(Vec::new()));
         let sink = output.clone();
+        let paused = Arc::new(AtomicBool::new(false));
+        let held = paused.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 65536];
-            while let Ok(n) = reader.read(&mut buf) {
+            loop {
+                while held.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let Ok(n) = reader.read(&mut buf) else { break };
                 if n == 0 {
                     break;
                 }
@@ -75,7 +84,19 @@ impl Terminal {
             output,
             child,
             master: pair.master,
+            paused,
         }
+    }
+
+    /// Stops reading what the program prints, like a frozen terminal emulator: once the PTY's
+    /// buffer is full, the program's writes wait.
+    pub fn pause_reading(&self) {
+        self.paused.store(true, Ordering::Release);
+    }
+
+    /// Reads again after [`Terminal::pause_reading`].
+    pub fn resume_reading(&self) {
+        self.paused.store(false, Ordering::Release);
     }
 
     /// Types bytes.
@@ -160,5 +181,7 @@ impl Terminal {
 impl Drop for Terminal {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        // The reader thread ends with the PTY, once it reads again.
+        self.resume_reading();
     }
 }

@@ -108,17 +108,7 @@ pub fn spawn_stdin_reader(
 /// Stdin opened anew (its own file description, so making it non-blocking leaves the shell's
 /// untouched) and registered with the runtime; None where it cannot be polled (a file).
 fn polled_stdin() -> Option<AsyncFd<File>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // O_NOCTTY: reopening a terminal must never make it this process's controlling one.
-    let stdin = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open("/proc/self/fd/0")
-        .ok()?;
-    rustix::io::ioctl_fionbio(&stdin, true).ok()?;
-    // SAFETY: a `File` keeps its descriptor open and unchanged while it is owned, and the
-    // `AsyncFd` owns it from here on.
-    unsafe { AsyncFd::register(stdin) }.ok()
+    super::polled::reopen(0, std::fs::OpenOptions::new().read(true))
 }
 
 async fn read_polled(stdin: AsyncFd<File>, mut sink: KeySink) {

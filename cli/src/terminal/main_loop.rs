@@ -5,6 +5,7 @@ use super::echo::LocalEcho;
 use super::keys::{parse_key, spawn_stdin_reader};
 use super::raw::{window_size, RawMode};
 use super::status::{write_gap, Attached, ScreenPainter, StatusLine};
+use super::stdout::Stdout;
 use super::AttachOptions;
 use crate::context::Context;
 use cmdop_client::dial::NodeClient;
@@ -14,6 +15,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Attaches to `session` over `client`'s connection and runs the terminal until detach, exit
@@ -33,9 +35,9 @@ pub async fn run(
         scrollback_bytes: context.config.client.attach_scrollback.0,
         size: window_size().unwrap_or_default(),
     };
-    let mut attachment = Attachment::open(context.dialer()?, client, spec).await?;
-    let attached = Attached::new(&attachment.info, &host);
-    let mut transcript = open_transcript()?;
+    let attachment = Attachment::open(context.dialer()?, client, spec).await?;
+    let attached = Arc::new(Attached::new(&attachment.info, &host));
+    let transcript = open_transcript()?;
 
     let size = window_size().unwrap_or_default();
     let echo = match options.mode {
@@ -57,18 +59,24 @@ pub async fn run(
     spawn_stdin_reader(attachment.handle(), detach_key, keys_tx)?;
     forward_resizes(attachment.handle(), sizes_tx)?;
     let shown = Shown {
-        attached: &attached,
-        transcript: transcript.as_mut(),
+        attached: attached.clone(),
+        transcript,
         status: StatusLine::default(),
         painter: ScreenPainter::default(),
         echo,
+        stdout: Stdout::open(),
+        pending: Vec::new(),
     };
-    let end = show_events(&mut attachment, shown, Local { keys, sizes }).await?;
+    // A task of its own: woken by the output task, it writes before anything else runs (the
+    // future `block_on` polls only runs once every woken task has).
+    let (attachment, end) = tokio::spawn(show_events(attachment, shown, Local { keys, sizes }))
+        .await
+        .map_err(|e| anyhow::anyhow!("the terminal task failed: {e}"))?;
     drop(raw);
     if std::env::var_os("CMDOP_DEBUG").is_some() {
         eprintln!("\r\ncmdop: {:?}", attachment.stats());
     }
-    attached.report_end(end)
+    attached.report_end(end?)
 }
 
 /// The file `CMDOP_TRANSCRIPT` names, if set. It holds everything the terminal showed:
@@ -112,19 +120,31 @@ struct Local {
 }
 
 /// The terminal's state across events.
-struct Shown<'a> {
-    attached: &'a Attached,
-    transcript: Option<&'a mut File>,
+struct Shown {
+    attached: Arc<Attached>,
+    transcript: Option<File>,
     status: StatusLine,
     painter: ScreenPainter,
     echo: Option<LocalEcho>,
+    stdout: Stdout,
+    /// What the last event drew, not written to stdout yet.
+    pending: Vec<u8>,
 }
 
 /// Writes the attachment's output (and a copy to the transcript), screens, gap markers, the
-/// status line and the local echo, until the attachment ends.
+/// status line and the local echo, until the attachment ends; hands the attachment back.
 async fn show_events(
+    mut attachment: Attachment,
+    mut shown: Shown,
+    local: Local,
+) -> (Attachment, anyhow::Result<End>) {
+    let end = show_until_end(&mut attachment, &mut shown, local).await;
+    (attachment, end)
+}
+
+async fn show_until_end(
     attachment: &mut Attachment,
-    mut shown: Shown<'_>,
+    shown: &mut Shown,
     mut local: Local,
 ) -> anyhow::Result<End> {
     loop {
@@ -134,27 +154,32 @@ async fn show_events(
             Some(keys) = local.keys.recv() => {
                 if let Some(echo) = shown.echo.as_mut() {
                     echo.set_rtt(attachment.rtt());
-                    echo.keystroke(&mut std::io::stdout().lock(), &keys)?;
+                    echo.keystroke(&mut shown.pending, &keys)?;
                 }
+                shown.flush().await?;
                 continue;
             }
             Some(size) = local.sizes.recv() => {
                 if let Some(echo) = shown.echo.as_mut() {
-                    echo.resize(&mut std::io::stdout().lock(), size)?;
+                    echo.resize(&mut shown.pending, size)?;
                 }
+                shown.flush().await?;
                 continue;
             }
             _ = sleep_until(deadline) => {
                 if let Some(echo) = shown.echo.as_mut() {
-                    echo.tick(&mut std::io::stdout().lock())?;
+                    echo.tick(&mut shown.pending)?;
                 }
+                shown.flush().await?;
                 continue;
             }
         };
         let Some(event) = event else {
             return Ok(End::Gone("the attachment ended unexpectedly".into()));
         };
-        if let Some(end) = shown.event(event)? {
+        let end = shown.event(event)?;
+        shown.flush().await?;
+        if let Some(end) = end {
             return Ok(end);
         }
     }
@@ -168,17 +193,25 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
     }
 }
 
-impl Shown<'_> {
-    /// Shows one event; the end, if it is one.
+impl Shown {
+    /// Writes what the last event drew.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.stdout.write_all(&self.pending).await?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Draws one event into `pending`; the end, if it is one.
     fn event(&mut self, event: Event) -> anyhow::Result<Option<End>> {
-        let mut out = std::io::stdout().lock();
+        let out = &mut self.pending;
         match event {
             Event::Output(bytes) => {
                 match self.echo.as_mut() {
-                    Some(echo) => echo.output(&mut out, &bytes)?,
+                    Some(echo) => echo.output(out, &bytes)?,
                     None => out.write_all(&bytes)?,
                 }
-                out.flush()?;
                 if let Some(file) = self.transcript.as_mut() {
                     file.write_all(&bytes)?;
                 }
@@ -187,38 +220,36 @@ impl Shown<'_> {
                 let mut marker = Vec::new();
                 write_gap(&mut marker, lost)?;
                 if let Some(echo) = self.echo.as_mut() {
-                    echo.clear(&mut out)?;
+                    echo.clear(out)?;
                     echo.written(&marker);
                 }
                 out.write_all(&marker)?;
-                out.flush()?;
             }
             Event::Screen(frame) => {
                 if let Some(echo) = self.echo.as_mut() {
-                    echo.clear(&mut out)?;
+                    echo.clear(out)?;
                 }
                 let rows = window_size().unwrap_or_default().rows;
                 let mut drawn = Vec::new();
                 let hint = self.attached.skip_hint();
                 self.painter.draw(&mut drawn, &frame, rows, &hint)?;
                 out.write_all(&drawn)?;
-                out.flush()?;
                 if let Some(echo) = self.echo.as_mut() {
                     echo.redrawn(&drawn);
                 }
             }
             Event::EchoAck(typed) => {
                 if let Some(echo) = self.echo.as_mut() {
-                    echo.echo_ack(&mut out, typed)?;
+                    echo.echo_ack(out, typed)?;
                 }
             }
-            Event::Link(state) => self.status.link(&mut out, &state, self.attached.host()),
+            Event::Link(state) => self.status.link(out, &state, self.attached.host()),
             Event::Direct(_) => {}
             Event::End(end) => {
                 if let Some(echo) = self.echo.as_mut() {
-                    echo.finish(&mut out)?;
+                    echo.finish(out)?;
                 }
-                self.status.clear(&mut out);
+                self.status.clear(out);
                 return Ok(Some(end));
             }
         }

@@ -21,8 +21,10 @@
 mod echo;
 mod keys;
 mod main_loop;
+mod polled;
 mod raw;
 mod status;
+mod stdout;
 
 pub use main_loop::run;
 pub use raw::window_size;

@@ -249,7 +249,10 @@ impl InputReader {
             };
             match (message, self.mode) {
                 (AttachInput::Detach, _) => return,
-                (AttachInput::Shown { offset }, _) => self.pacing.shown(offset),
+                (AttachInput::Shown { offset }, _) => {
+                    let end = self.session.lock().ring.end();
+                    self.pacing.shown(offset, end);
+                }
                 (AttachInput::Probe, _) | (_, AttachMode::ReadOnly) => {}
                 (AttachInput::Resize(size), AttachMode::Interactive) => {
                     if self.session.is_held_by(self.attachment) {

@@ -96,12 +96,18 @@ impl Pacing {
         self.pacer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The client has drawn everything below `offset`.
-    pub(super) fn shown(&self, offset: u64) {
+    /// The client has drawn everything below `offset`, with the session's output ending at
+    /// `end`. The pump is woken only when output waits for such a report: a caught-up pump has
+    /// nothing it could send now, and waking it would put it ahead of the keystroke that usually
+    /// comes in the same packet.
+    pub(super) fn shown(&self, offset: u64, end: u64) {
         let rtt = self.rtt();
         self.pacer()
             .reported(offset, rtt, std::time::Instant::now());
-        self.changed.notify_one();
+        // The cursor only lags the pump's own, so this never misses output that is waiting.
+        if self.cursor.load(Ordering::Acquire) < end {
+            self.changed.notify_one();
+        }
     }
 
     /// The holder typed while the output ends at `end`: skip to the screen if much is queued.
@@ -430,5 +436,33 @@ async fn echo_due(due: Option<std::time::Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(Instant::from_std(due)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacing_at(cursor: u64) -> Pacing {
+        Pacing::new(cursor, Arc::new(|| Duration::from_millis(1)))
+    }
+
+    /// Whether `changed` was notified (a stored permit completes the wait at once).
+    async fn woken(pacing: &Pacing) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), pacing.changed.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_report_wakes_the_pump_only_when_output_waits() {
+        let pacing = pacing_at(100);
+        pacing.shown(100, 100);
+        assert!(
+            !woken(&pacing).await,
+            "caught up: nothing a report could release"
+        );
+        pacing.shown(100, 150);
+        assert!(woken(&pacing).await, "50 bytes wait for the client");
     }
 }

@@ -41,6 +41,31 @@ fn type_detach_and_reattach_shows_earlier_output() {
 }
 
 #[test]
+fn a_terminal_that_stops_reading_holds_up_only_the_output() {
+    let home = Home::new("term-stalled");
+    let _node = NodeProcess::start(&home, free_port(), "");
+    let mut term = connect(&home, &[]);
+    term.type_line("echo ready-$((1+1))");
+    term.expect("ready-2", WAIT);
+    term.pause_reading();
+    // Far more output than the PTY holds: the client's writes to its terminal wait.
+    term.type_line("seq 1 300000; echo flood-$((2+3))-done");
+    std::thread::sleep(Duration::from_millis(500));
+    let marker = home.path.join("typed-while-stalled");
+    term.type_line(&format!("touch {}", marker.display()));
+    assert!(
+        wait_until(WAIT, || marker.exists()),
+        "keystrokes typed while the terminal was not reading never reached the session"
+    );
+    term.resume_reading();
+    term.expect("flood-5-done", WAIT);
+    term.type_line("echo after-$((3+4))");
+    term.expect("after-7", WAIT);
+    term.type_bytes(b"\x04");
+    assert_eq!(term.wait_exit(WAIT), Some(0), "{}", term.text());
+}
+
+#[test]
 fn second_attach_is_refused_and_takeover_wins() {
     let home = Home::new("term-takeover");
     let _node = NodeProcess::start(&home, free_port(), "");

@@ -185,7 +185,7 @@ fn measure_echo(pty: &mut Pty, gap: Duration, pids: &[u32]) -> (Vec<f64>, Option
     let switches = || pids.iter().map(|&pid| procfs::wakeups(pid)).sum::<u64>();
     let cpu = || {
         pids.iter()
-            .map(|&pid| procfs::cpu_seconds(pid))
+            .map(|&pid| procfs::on_cpu_seconds(pid))
             .sum::<f64>()
     };
     let (before, cpu_before) = (switches(), cpu());
