@@ -99,6 +99,16 @@ impl FramedSend {
         Ok(())
     }
 
+    /// Sends several messages in one write (one packet when they fit).
+    pub async fn send_all<T: Serialize>(&mut self, messages: &[T]) -> Result<(), SendError> {
+        self.buf.clear();
+        for message in messages {
+            frame::encode(message, &mut self.buf)?;
+        }
+        self.stream.write_all(&self.buf).await?;
+        Ok(())
+    }
+
     /// Finishes the stream (no more frames).
     pub fn finish(&mut self) {
         let _ = self.stream.finish();

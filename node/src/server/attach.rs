@@ -26,7 +26,7 @@ use cmdop_proto::frame::FrameError;
 use cmdop_proto::{
     AttachInput, AttachMode, AttachOutput, AttachRequest, DetachReason, ErrorReply, WinSize,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -183,6 +183,16 @@ fn nudge_redraw(session: &Session, size: WinSize) {
     session.resize(size);
 }
 
+/// Where the frame reader hands keystrokes it cannot apply at once (a program not reading its
+/// input) to the applying half.
+struct InputQueue<'a> {
+    sender: mpsc::UnboundedSender<QueuedInput>,
+    /// The read-ahead room left.
+    room: Arc<Semaphore>,
+    /// Keystrokes handed over and not yet applied: while any are, later ones queue behind them.
+    waiting: &'a AtomicUsize,
+}
+
 /// Keystrokes read and not yet applied, holding their share of the read-ahead room.
 struct QueuedInput {
     seq: u64,
@@ -209,17 +219,25 @@ impl InputReader {
     async fn run<R: FrameSource>(self, mut recv: R) {
         let (queue, mut queued) = mpsc::unbounded_channel::<QueuedInput>();
         let room = Arc::new(Semaphore::new(INPUT_BUFFER));
+        let waiting = AtomicUsize::new(0);
         let apply = async {
             while let Some(input) = queued.recv().await {
-                if !self.apply(input.seq, &input.data).await {
+                let applied = self.apply(input.seq, &input.data).await;
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                if !applied {
                     return;
                 }
             }
         };
         tokio::pin!(apply);
+        let queue = InputQueue {
+            sender: queue,
+            room,
+            waiting: &waiting,
+        };
         tokio::select! {
             _ = &mut apply => {}
-            _ = self.read_frames(&mut recv, queue, room) => {
+            _ = self.read_frames(&mut recv, queue) => {
                 // What the client typed before it left still goes in, briefly.
                 let _ = tokio::time::timeout(INPUT_DRAIN, apply).await;
             }
@@ -230,12 +248,7 @@ impl InputReader {
     /// Reads the client's frames until it detaches or the stream ends; keystrokes go to
     /// `queue`, within `room` bytes (waiting for room only when a huge paste meets a program
     /// that does not read).
-    async fn read_frames<R: FrameSource>(
-        &self,
-        recv: &mut R,
-        queue: mpsc::UnboundedSender<QueuedInput>,
-        room: Arc<Semaphore>,
-    ) {
+    async fn read_frames<R: FrameSource>(&self, recv: &mut R, queue: InputQueue<'_>) {
         loop {
             let message = tokio::select! {
                 biased;
@@ -260,11 +273,21 @@ impl InputReader {
                     }
                 }
                 (AttachInput::Input { seq, data }, AttachMode::Interactive) => {
+                    // Nothing queued ahead and room in the PTY's queue (a keystroke, almost
+                    // always): applied here and now, with no hand-over to the applying half.
+                    if queue.waiting.load(Ordering::Acquire) == 0 {
+                        if let Ok(permit) = self.session.try_reserve_input() {
+                            if !self.apply_with(permit, seq, &data) {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
                     let wanted = u32::try_from(data.len().min(INPUT_BUFFER)).unwrap_or(u32::MAX);
                     let permit = tokio::select! {
                         biased;
                         _ = self.stop.cancelled() => return,
-                        permit = room.clone().acquire_many_owned(wanted) => permit,
+                        permit = queue.room.clone().acquire_many_owned(wanted) => permit,
                     };
                     let Ok(permit) = permit else { return };
                     let input = QueuedInput {
@@ -272,7 +295,8 @@ impl InputReader {
                         data,
                         _room: permit,
                     };
-                    if queue.send(input).is_err() {
+                    queue.waiting.fetch_add(1, Ordering::AcqRel);
+                    if queue.sender.send(input).is_err() {
                         return;
                     }
                 }
@@ -293,6 +317,11 @@ impl InputReader {
                 Err(_) => return false,
             },
         };
+        self.apply_with(permit, seq, data)
+    }
+
+    /// As [`InputReader::apply`], with room in the PTY's queue already reserved.
+    fn apply_with(&self, permit: mpsc::Permit<'_, Vec<u8>>, seq: u64, data: &[u8]) -> bool {
         let applied = {
             let mut core = self.session.lock();
             if core

@@ -470,6 +470,11 @@ impl Session {
         self.input.reserve().await.map_err(|_| SessionGone)
     }
 
+    /// Room in the PTY's input queue if there is some now.
+    pub fn try_reserve_input(&self) -> Result<mpsc::Permit<'_, Vec<u8>>, SessionGone> {
+        self.input.try_reserve().map_err(|_| SessionGone)
+    }
+
     /// Changes the window size.
     pub fn resize(&self, size: WinSize) {
         // A client may ask for anything (0x0, 65535x65535): the PTY gets a size it can hold.

@@ -174,11 +174,7 @@ async fn max_sessions_and_unknown_sessions() {
 #[tokio::test]
 async fn a_malformed_frame_ends_the_attachment_and_is_reported() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
-    let mut client = node
-        .attach(&peer(1), request(&session, AttachMode::Interactive))
-        .await;
-    client.attached().await;
+    let (session, program, mut client) = node.typing().await;
     // A valid frame, but not an attach input.
     client
         .send(&Hello {

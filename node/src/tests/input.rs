@@ -174,11 +174,7 @@ async fn output_keeps_flowing_while_a_program_reads_no_input() {
 #[tokio::test]
 async fn an_echo_ack_follows_the_echo_it_covers() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
-    let mut client = node
-        .attach(&peer(1), request(&session, AttachMode::Interactive))
-        .await;
-    client.attached().await;
+    let (_session, program, mut client) = node.typing().await;
     client.type_at(0, b"ab").await;
     assert_eq!(within("input", program.wait_input(2)).await, b"ab");
     program.print(b"ab");
@@ -196,4 +192,28 @@ async fn an_echo_ack_follows_the_echo_it_covers() {
         echoed.ends_with(b"ab"),
         "the echo comes before its ack: {echoed:?}"
     );
+}
+
+#[tokio::test]
+async fn keystrokes_keep_their_order_when_a_program_stops_and_starts_reading() {
+    let node = Harness::new(|_| {});
+    let (_session, program, mut client) = node.typing().await;
+    let typed: Vec<u8> = (0..600u32).map(|i| b'a' + (i % 26) as u8).collect();
+    // Applied at once while the program reads...
+    for (seq, byte) in typed[..50].iter().enumerate() {
+        client.type_at(seq as u64, &[*byte]).await;
+    }
+    assert_eq!(client.acked(50).await, 50);
+    // ...queued behind the PTY's full queue while it does not (more than that queue holds)...
+    program.refuse_input(true);
+    for (seq, byte) in typed.iter().enumerate().take(400).skip(50) {
+        client.type_at(seq as u64, &[*byte]).await;
+    }
+    // ...and, once it reads again, never ahead of what waited.
+    program.refuse_input(false);
+    for (seq, byte) in typed.iter().enumerate().skip(400) {
+        client.type_at(seq as u64, &[*byte]).await;
+    }
+    assert_eq!(client.acked(600).await, 600);
+    assert_eq!(within("input", program.wait_input(600)).await, typed);
 }

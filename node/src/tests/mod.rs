@@ -104,6 +104,16 @@ impl Harness {
         (session, self.pty.last().unwrap())
     }
 
+    /// A new session with an interactive client attached: the session, its program, the client.
+    async fn typing(&self) -> (Arc<Session>, FakeProgram, Client) {
+        let (session, program) = self.create();
+        let mut client = self
+            .attach(&peer(1), request(&session, AttachMode::Interactive))
+            .await;
+        client.attached().await;
+        (session, program, client)
+    }
+
     /// Opens an attach stream pair for `peer` and sends `request` on it.
     async fn attach(&self, peer: &Peer, request: AttachRequest) -> Client {
         let (near, far) = tokio::io::duplex(1 << 20);

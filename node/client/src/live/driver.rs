@@ -292,14 +292,20 @@ impl Driver {
                 if self.spec.mode == AttachMode::ReadOnly || bytes.is_empty() {
                     return None;
                 }
-                // The waiting report goes first, in the same packet: the node judges the keystroke
-                // by how far the terminal really is.
+                // The waiting report goes first, in the same write: the node judges the
+                // keystroke by how far the terminal really is.
                 let offset = self.reports.before_input(self.shown_offset());
-                if let Err(e) = report_shown(offset, send).await {
-                    return lost_unless_stopped(e);
-                }
                 let seq = lock(&self.resync).input(&bytes);
-                AttachInput::Input { seq, data: bytes }
+                let input = AttachInput::Input { seq, data: bytes };
+                let frames = match offset {
+                    Some(offset) => vec![AttachInput::Shown { offset }, input],
+                    None => vec![input],
+                };
+                return send
+                    .send_all(&frames)
+                    .await
+                    .err()
+                    .and_then(lost_unless_stopped);
             }
             Some(Command::Resize(size)) => {
                 if self.spec.mode == AttachMode::ReadOnly {
