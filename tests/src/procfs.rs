@@ -26,7 +26,10 @@ fn scheduled_seconds(pid: u32) -> Option<f64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut nanos = 0u64;
     for task in tasks.flatten() {
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        // A thread may end between the listing and the read: it no longer counts.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
         nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(nanos as f64 / 1e9)

@@ -1,8 +1,9 @@
 //! The terminal's output, written through the runtime: a non-blocking copy of stdout (its own
 //! file description, so the shell's stays blocking) that the runtime polls. A terminal that
 //! stops reading holds up only the output, never the keystrokes, the connection's
-//! acknowledgements or its keep-alives. Where stdout cannot be polled (a file, `/dev/null`) the
-//! writes are plain blocking ones, which never wait long there.
+//! acknowledgements or its keep-alives. A regular file takes plain writes (they never wait
+//! long); anything else that cannot be polled (a terminal of another user after `su`, a socket)
+//! is written by a blocking-pool thread, so a stall there still holds up nothing else.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -13,14 +14,25 @@ use tokio::io::Interest;
 pub enum Stdout {
     /// A terminal, pipe or FIFO, polled by the runtime.
     Polled(AsyncFd<File>),
-    /// Anything else, written with blocking writes.
-    Blocking,
+    /// A regular file: plain writes.
+    Direct,
+    /// Anything else: blocking writes on the runtime's blocking pool, one at a time and in
+    /// order.
+    Offloaded,
 }
 
 impl Stdout {
     /// Stdout, polled where it can be.
     pub fn open() -> Self {
-        polled_stdout().map_or(Stdout::Blocking, Stdout::Polled)
+        if let Some(polled) = polled_stdout() {
+            return Stdout::Polled(polled);
+        }
+        match rustix::fs::fstat(io::stdout()) {
+            Ok(stat) if rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file() => {
+                Stdout::Direct
+            }
+            _ => Stdout::Offloaded,
+        }
     }
 
     /// Writes all of `bytes`, waiting (without holding up other tasks) while the terminal does
@@ -28,11 +40,8 @@ impl Stdout {
     pub async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
         let fd = match self {
             Stdout::Polled(fd) => fd,
-            Stdout::Blocking => {
-                let mut out = io::stdout().lock();
-                out.write_all(bytes)?;
-                return out.flush();
-            }
+            Stdout::Direct => return write_blocking(bytes),
+            Stdout::Offloaded => return write_offloaded(bytes).await,
         };
         while !bytes.is_empty() {
             let written = fd
@@ -45,6 +54,21 @@ impl Stdout {
         }
         Ok(())
     }
+}
+
+/// Writes `bytes` to stdout, waiting as long as it takes.
+fn write_blocking(bytes: &[u8]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+/// Writes `bytes` to stdout on a blocking-pool thread and waits for it there.
+async fn write_offloaded(bytes: &[u8]) -> io::Result<()> {
+    let owned = bytes.to_vec();
+    tokio::task::spawn_blocking(move || write_blocking(&owned))
+        .await
+        .map_err(io::Error::other)?
 }
 
 /// Stdout opened anew and registered with the runtime, when it is a terminal or a pipe. A

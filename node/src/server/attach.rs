@@ -263,8 +263,7 @@ impl InputReader {
             match (message, self.mode) {
                 (AttachInput::Detach, _) => return,
                 (AttachInput::Shown { offset }, _) => {
-                    let end = self.session.lock().ring.end();
-                    self.pacing.shown(offset, end);
+                    self.pacing.shown(offset, || self.session.lock().ring.end());
                 }
                 (AttachInput::Probe, _) | (_, AttachMode::ReadOnly) => {}
                 (AttachInput::Resize(size), AttachMode::Interactive) => {
@@ -276,7 +275,7 @@ impl InputReader {
                     // Nothing queued ahead and room in the PTY's queue (a keystroke, almost
                     // always): applied here and now, with no hand-over to the applying half.
                     if queue.waiting.load(Ordering::Acquire) == 0 {
-                        if let Ok(permit) = self.session.try_reserve_input() {
+                        if let Some(permit) = self.session.try_reserve_input() {
                             if !self.apply_with(permit, seq, &data) {
                                 return;
                             }

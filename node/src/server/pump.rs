@@ -96,16 +96,18 @@ impl Pacing {
         self.pacer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The client has drawn everything below `offset`, with the session's output ending at
-    /// `end`. The pump is woken only when output waits for such a report: a caught-up pump has
+    /// The client has drawn everything below `offset`; `end` tells where the session's output
+    /// ends. The pump is woken only when output waits for such a report: a caught-up pump has
     /// nothing it could send now, and waking it would put it ahead of the keystroke that usually
     /// comes in the same packet.
-    pub(super) fn shown(&self, offset: u64, end: u64) {
+    pub(super) fn shown(&self, offset: u64, end: impl FnOnce() -> u64) {
         let rtt = self.rtt();
         self.pacer()
             .reported(offset, rtt, std::time::Instant::now());
-        // The cursor only lags the pump's own, so this never misses output that is waiting.
-        if self.cursor.load(Ordering::Acquire) < end {
+        // Read after the report: output that came before it is counted here, and output that
+        // comes after it finds the report in place. The cursor only lags the pump's own, so
+        // waiting output is never missed.
+        if self.cursor.load(Ordering::Acquire) < end() {
             self.changed.notify_one();
         }
     }
@@ -457,12 +459,12 @@ mod tests {
     #[tokio::test]
     async fn a_report_wakes_the_pump_only_when_output_waits() {
         let pacing = pacing_at(100);
-        pacing.shown(100, 100);
+        pacing.shown(100, || 100);
         assert!(
             !woken(&pacing).await,
             "caught up: nothing a report could release"
         );
-        pacing.shown(100, 150);
+        pacing.shown(100, || 150);
         assert!(woken(&pacing).await, "50 bytes wait for the client");
     }
 }

@@ -470,9 +470,9 @@ impl Session {
         self.input.reserve().await.map_err(|_| SessionGone)
     }
 
-    /// Room in the PTY's input queue if there is some now.
-    pub fn try_reserve_input(&self) -> Result<mpsc::Permit<'_, Vec<u8>>, SessionGone> {
-        self.input.try_reserve().map_err(|_| SessionGone)
+    /// Room in the PTY's input queue, if there is some now (and the session is not gone).
+    pub fn try_reserve_input(&self) -> Option<mpsc::Permit<'_, Vec<u8>>> {
+        self.input.try_reserve().ok()
     }
 
     /// Changes the window size.

@@ -209,6 +209,8 @@ async fn keystrokes_keep_their_order_when_a_program_stops_and_starts_reading() {
     for (seq, byte) in typed.iter().enumerate().take(400).skip(50) {
         client.type_at(seq as u64, &[*byte]).await;
     }
+    // The writer holds one keystroke and the PTY's queue 64 more: the rest wait in the reader.
+    assert_eq!(client.acked(115).await, 115);
     // ...and, once it reads again, never ahead of what waited.
     program.refuse_input(false);
     for (seq, byte) in typed.iter().enumerate().skip(400) {

@@ -37,6 +37,8 @@ pub(super) struct Driver {
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
     link_state: LinkState,
+    /// `link_state` found the terminal's events queue full.
+    link_state_unsent: bool,
     /// When the last packet from the node arrived.
     last_contact: Instant,
     /// The last link's round-trip time.
@@ -80,6 +82,7 @@ impl Driver {
             commands: channels.commands,
             events: channels.events,
             link_state: LinkState::Up,
+            link_state_unsent: false,
             last_contact: Instant::now(),
             rtt: Duration::from_millis(100),
             shared_rtt: channels.rtt,
@@ -112,11 +115,19 @@ impl Driver {
         let _ = self.events.send(Event::End(end)).await;
     }
 
-    async fn set_link_state(&mut self, state: LinkState) {
-        if self.link_state != state {
-            self.link_state = state.clone();
-            let _ = self.events.send(Event::Link(state)).await;
+    /// Tells the terminal the link's state when it changed, without waiting: a terminal that
+    /// stopped drawing (its events queue full) must not stop keystrokes, probes or reconnects.
+    /// A state it had no room for goes again on the next call (every path tick, every attempt
+    /// to reconnect).
+    fn set_link_state(&mut self, state: LinkState) {
+        if self.link_state == state && !self.link_state_unsent {
+            return;
         }
+        self.link_state = state.clone();
+        self.link_state_unsent = matches!(
+            self.events.try_send(Event::Link(state)),
+            Err(mpsc::error::TrySendError::Full(_))
+        );
     }
 
     fn rebind(&self) {
@@ -344,14 +355,14 @@ impl Driver {
     ) -> Result<(), SendError> {
         if action.received {
             self.last_contact = now;
-            self.set_link_state(LinkState::Up).await;
+            self.set_link_state(LinkState::Up);
         }
         if action.rebind {
             self.rebind();
         }
         if let Some(secs) = action.silent_secs {
             let peer = connection.remote_address();
-            self.set_link_state(LinkState::Silent { secs, peer }).await;
+            self.set_link_state(LinkState::Silent { secs, peer });
         }
         if action.probe {
             send.send(&AttachInput::Probe).await?;
@@ -368,13 +379,12 @@ impl Driver {
         loop {
             self.set_link_state(LinkState::Reconnecting {
                 secs: lost_at.elapsed().as_secs(),
-            })
-            .await;
+            });
             match self.try_reattach(lost_at, backoff).await? {
                 Some(link) => {
                     // `run_link` sends what is still unacknowledged.
                     lock(&self.resync).reattached(link.input_seq, link.input_reset);
-                    self.set_link_state(LinkState::Up).await;
+                    self.set_link_state(LinkState::Up);
                     return Ok(link);
                 }
                 None => backoff = (backoff * 2).min(Duration::from_secs(1)),
@@ -414,7 +424,7 @@ impl Driver {
                 command = self.commands.recv() => self.take_command_while_down(command)?,
                 _ = status.tick() => {
                     let secs = lost_at.elapsed().as_secs();
-                    self.set_link_state(LinkState::Reconnecting { secs }).await;
+                    self.set_link_state(LinkState::Reconnecting { secs });
                 }
             }
         }
