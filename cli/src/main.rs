@@ -97,8 +97,9 @@ fn main() -> ExitCode {
 
 /// The live terminal runs on one thread: a keystroke read on the runtime (stdin can be polled
 /// almost always) then never waits for another thread to wake, and its output goes through the
-/// runtime, so a terminal that stops reading stalls nothing else. Other commands print with blocking writes (a pager may hold them up for
-/// minutes), so their connection's keep-alives run on a worker thread of their own.
+/// runtime, so a terminal that stops reading stalls nothing else. Other commands print with
+/// blocking writes (a pager may hold them up for minutes), so their connection's keep-alives
+/// run on a worker thread of their own.
 fn runtime_for(command: &Command) -> tokio::runtime::Builder {
     match command {
         Command::Connect(_) => tokio::runtime::Builder::new_current_thread(),

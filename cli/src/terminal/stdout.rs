@@ -22,14 +22,17 @@ pub enum Stdout {
 }
 
 impl Stdout {
-    /// Stdout, polled where it can be.
+    /// Stdout, polled where it can be. A regular file is never reopened: a new description
+    /// would not share the shell's offset.
     pub fn open() -> Self {
-        if let Some(polled) = polled_stdout() {
-            return Stdout::Polled(polled);
-        }
-        match rustix::fs::fstat(io::stdout()) {
-            Ok(stat) if rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file() => {
-                Stdout::Direct
+        use rustix::fs::FileType;
+        let kind =
+            rustix::fs::fstat(io::stdout()).map(|stat| FileType::from_raw_mode(stat.st_mode));
+        match kind {
+            Ok(FileType::RegularFile) => Stdout::Direct,
+            Ok(FileType::CharacterDevice | FileType::Fifo) => {
+                let polled = super::polled::reopen(1, std::fs::OpenOptions::new().write(true));
+                polled.map_or(Stdout::Offloaded, Stdout::Polled)
             }
             _ => Stdout::Offloaded,
         }
@@ -69,15 +72,4 @@ async fn write_offloaded(bytes: &[u8]) -> io::Result<()> {
     tokio::task::spawn_blocking(move || write_blocking(&owned))
         .await
         .map_err(io::Error::other)?
-}
-
-/// Stdout opened anew and registered with the runtime, when it is a terminal or a pipe. A
-/// regular file is never reopened: a new description would not share the shell's offset.
-fn polled_stdout() -> Option<AsyncFd<File>> {
-    use rustix::fs::FileType;
-    let kind = FileType::from_raw_mode(rustix::fs::fstat(io::stdout()).ok()?.st_mode);
-    if !matches!(kind, FileType::CharacterDevice | FileType::Fifo) {
-        return None;
-    }
-    super::polled::reopen(1, std::fs::OpenOptions::new().write(true))
 }

@@ -308,15 +308,11 @@ impl Driver {
                 let offset = self.reports.before_input(self.shown_offset());
                 let seq = lock(&self.resync).input(&bytes);
                 let input = AttachInput::Input { seq, data: bytes };
-                let frames = match offset {
-                    Some(offset) => vec![AttachInput::Shown { offset }, input],
-                    None => vec![input],
+                let sent = match offset {
+                    Some(offset) => send.send_all(&[AttachInput::Shown { offset }, input]).await,
+                    None => send.send_all(&[input]).await,
                 };
-                return send
-                    .send_all(&frames)
-                    .await
-                    .err()
-                    .and_then(lost_unless_stopped);
+                return sent.err().and_then(lost_unless_stopped);
             }
             Some(Command::Resize(size)) => {
                 if self.spec.mode == AttachMode::ReadOnly {
