@@ -152,10 +152,10 @@ async fn show_until_end(
         let event = tokio::select! {
             event = attachment.next_event() => event,
             Some(keys) = local.keys.recv() => {
-                // The keystroke is on its way out: let the connection send it before the
-                // predictions are worked out (they cost as much as the send, from a cold cache).
-                tokio::task::yield_now().await;
                 if let Some(echo) = shown.echo.as_mut() {
+                    // The keystroke is on its way out: let the connection send it before the
+                    // predictions are worked out (they cost as much as the send, cold).
+                    tokio::task::yield_now().await;
                     echo.set_rtt(attachment.rtt());
                     echo.keystroke(&mut shown.pending, &keys)?;
                 }
