@@ -12,14 +12,24 @@ pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
 /// in clock ticks: a whole tick goes to whoever runs when it strikes, so short, frequent
 /// wake-ups are misjudged; see [`on_cpu_seconds`].
 pub fn cpu_seconds(pid: u32) -> f64 {
-    ticked_seconds(pid)
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
 }
 
 /// CPU seconds the process's live threads have run, to the nanosecond (the scheduler's own
 /// count, `schedstat`); the tick count where the kernel does not keep it. For processes whose
 /// threads all live through the measurement.
 pub fn on_cpu_seconds(pid: u32) -> f64 {
-    scheduled_seconds(pid).unwrap_or_else(|| ticked_seconds(pid))
+    scheduled_seconds(pid).unwrap_or_else(|| cpu_seconds(pid))
 }
 
 fn scheduled_seconds(pid: u32) -> Option<f64> {
@@ -33,20 +43,6 @@ fn scheduled_seconds(pid: u32) -> Option<f64> {
         nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(nanos as f64 / 1e9)
-}
-
-fn ticked_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
 }
 
 /// Context switches of all the process's threads so far: every wake-up is one.

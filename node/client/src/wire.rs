@@ -93,10 +93,7 @@ impl FramedSend {
 
     /// Sends one message.
     pub async fn send<T: Serialize>(&mut self, message: &T) -> Result<(), SendError> {
-        self.buf.clear();
-        frame::encode(message, &mut self.buf)?;
-        self.stream.write_all(&self.buf).await?;
-        Ok(())
+        self.send_all(std::slice::from_ref(message)).await
     }
 
     /// Sends several messages in one write (one packet when they fit).
