@@ -18,12 +18,15 @@
 //!   to list them; next to a tmux server with 1,000 sessions when tmux is installed.
 //! - `upgrade`: `cmdop-node upgrade` with 1 to 200 sessions and up to 240 MB of scrollback: the
 //!   pause and the command's time, next to a plain restart (which ends every session).
+//! - `floor`: one byte echoed at typing pace by another process over plain UDP, over QUIC as
+//!   cmdop sets it up, and through `ssh -T localhost cat`: the part of the echo the transport
+//!   sets, below cmdop's own code (see `floor.rs`).
 //! - `relay`: 20 sessions attached through a meeting node next to the same 20 attached
 //!   directly: echo at typing pace while they stream, aggregate throughput, and the meeting
 //!   node's CPU time and RSS.
 //!
 //! ```sh
-//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|roaming|slowlink|predict|scale|upgrade|relay]
+//! cargo build --release --workspace && ./target/release/cmdop-bench [terminal|floor|roaming|slowlink|predict|scale|upgrade|relay]
 //! ./target/release/cmdop-bench terminal --gap 150ms   # keystrokes at a person's pace
 //! ```
 
@@ -304,6 +307,7 @@ fn ssh() -> (Pty, Duration) {
     (pty, started.elapsed())
 }
 
+mod floor;
 mod peers;
 mod predict;
 mod relay;
@@ -316,6 +320,8 @@ fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     match which.as_str() {
         "terminal" => terminal_bench(typing_gap()),
+        "floor" => floor::run(typing_gap()),
+        "__floor-echo" => floor::serve(&std::env::args().skip(2).collect::<Vec<_>>()),
         "roaming" => roaming::run(),
         "scale" => scale::run(),
         "slowlink" => slowlink::run(),
@@ -324,6 +330,7 @@ fn main() {
         "relay" => relay::run(),
         "all" => {
             terminal_bench(typing_gap());
+            floor::run(typing_gap());
             roaming::run();
             slowlink::run();
             predict::run();
@@ -332,7 +339,7 @@ fn main() {
             relay::run();
         }
         other => {
-            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, roaming, slowlink, predict, scale, upgrade, relay, or nothing for all");
+            eprintln!("cmdop-bench: unknown benchmark '{other}'; use terminal, floor, roaming, slowlink, predict, scale, upgrade, relay, or nothing for all");
             std::process::exit(2);
         }
     }
