@@ -1,10 +1,10 @@
 //! `floor`: what a keystroke's round trip costs below cmdop's own code. One byte is echoed at
 //! typing pace by a separate process (as the node is one), over plain UDP, over QUIC as cmdop
 //! sets it up (quinn, TLS 1.3 with client certificates, the node's endpoint and transport
-//! settings), and through `ssh -T localhost cat` when an sshd answers (ssh's transport plus two
-//! pipe hops, no PTY). The terminal benchmark's echo is this floor plus the PTY chain that ssh
-//! pays too, so the gap between the QUIC and UDP lines is the part of the echo that the choice
-//! of transport sets.
+//! settings), through a local `cat` over pipes, and through `ssh -T localhost cat` when an sshd
+//! answers (ssh's transport plus two pipe trips like `cat`'s, no PTY). The terminal benchmark's
+//! echo pays the QUIC line on top of the PTYs and the shell, as ssh's pays its transport on top
+//! of the same: the difference between the two transports is a gap no code of ours can close.
 //!
 //! The echo servers are this binary run as `cmdop-bench __floor-echo udp|quic PORT`.
 
@@ -34,14 +34,26 @@ pub fn run(gap: Duration) {
     print_line("plain UDP", &udp);
     let quic = measure_quic(gap);
     print_line("QUIC as cmdop sets it up", &quic);
-    match measure_ssh(gap) {
-        Some(ssh) => print_line("ssh -T localhost cat (pipes)", &ssh),
-        None => println!("ssh -T localhost cat: not measured (no sshd answering with key auth)"),
+    let cat = measure_piped("cat", &[], gap).expect("cat echoes its input");
+    print_line("cat (pipes)", &cat);
+    let ssh = measure_ssh(gap);
+    match &ssh {
+        Some(ssh) => print_line("ssh -T localhost cat (pipes)", ssh),
+        None => println!("  ssh -T localhost cat: not measured (no sshd answering with key auth)"),
     }
     println!(
         "QUIC over plain UDP: +{:.3} ms a round trip at p50",
         percentile(&quic, 50) - percentile(&udp, 50)
     );
+    if let Some(ssh) = ssh {
+        // ssh -T's trip is ssh's transport plus two pipe trips like cat's: to ssh and back, and
+        // from sshd to the remote cat and back.
+        let transport = percentile(&ssh, 50) - 2.0 * percentile(&cat, 50);
+        println!(
+            "ssh's transport alone, estimated as ssh -T less two cat trips: {transport:.3} ms at p50; QUIC's is {:.3} ms more",
+            percentile(&quic, 50) - transport
+        );
+    }
 }
 
 /// The echo server half: `__floor-echo udp|quic PORT`, run until killed.
@@ -204,27 +216,44 @@ fn measure_ssh(gap: Duration) -> Option<Vec<f64>> {
     if !crate::ssh_available() {
         return None;
     }
-    let mut ssh = Command::new("ssh")
-        .args(["-T", "-o", "BatchMode=yes", "localhost", "cat"])
+    measure_piped(
+        "ssh",
+        &["-T", "-o", "BatchMode=yes", "localhost", "cat"],
+        gap,
+    )
+}
+
+/// A program that echoes its stdin, over pipes: the first echo (which may wait for a login) is
+/// not counted.
+fn measure_piped(program: &str, args: &[&str], gap: Duration) -> Option<Vec<f64>> {
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .ok()?;
-    let mut stdin = ssh.stdin.take()?;
-    let mut stdout = ssh.stdout.take()?;
-    // The first echo also waits for the login: it is not counted.
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    };
     let mut buf = [0u8; 1];
-    stdin.write_all(b"x").ok()?;
-    stdout.read_exact(&mut buf).ok()?;
+    let mut echo = || {
+        stdin
+            .write_all(b"x")
+            .and_then(|()| stdout.read_exact(&mut buf))
+    };
     let mut millis = Vec::with_capacity(ECHOES);
-    for _ in 0..ECHOES {
-        std::thread::sleep(gap);
-        let started = Instant::now();
-        stdin.write_all(b"x").ok()?;
-        stdout.read_exact(&mut buf).ok()?;
-        millis.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    let _ = ssh.kill();
-    let _ = ssh.wait();
-    Some(millis)
+    let measured = echo().and_then(|()| {
+        for _ in 0..ECHOES {
+            std::thread::sleep(gap);
+            let started = Instant::now();
+            echo()?;
+            millis.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    measured.ok().map(|()| millis)
 }

@@ -19,8 +19,8 @@
 //! - `upgrade`: `cmdop-node upgrade` with 1 to 200 sessions and up to 240 MB of scrollback: the
 //!   pause and the command's time, next to a plain restart (which ends every session).
 //! - `floor`: one byte echoed at typing pace by another process over plain UDP, over QUIC as
-//!   cmdop sets it up, and through `ssh -T localhost cat`: the part of the echo the transport
-//!   sets, below cmdop's own code (see `floor.rs`).
+//!   cmdop sets it up, through `cat` and through `ssh -T localhost cat` (pipes): the part of the
+//!   echo the transport sets, below cmdop's own code (see `floor.rs`).
 //! - `relay`: 20 sessions attached through a meeting node next to the same 20 attached
 //!   directly: echo at typing pace while they stream, aggregate throughput, and the meeting
 //!   node's CPU time and RSS.
