@@ -56,7 +56,6 @@ pub fn encode_to_vec<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
 const SCRATCH_LEN: usize = 4096;
 
 /// Reassembles frames from a byte stream.
-#[derive(Debug)]
 pub struct FrameDecoder {
     buffer: Vec<u8>,
     /// Bytes of `buffer` already consumed (compacted lazily).
@@ -65,6 +64,16 @@ pub struct FrameDecoder {
     /// Kept from frame to frame: `ciborium::from_reader` zeroes a fresh 4 KiB of stack for
     /// every message, a whole page of cold cache lines on a keystroke's path.
     scratch: Box<[u8]>,
+}
+
+impl std::fmt::Debug for FrameDecoder {
+    /// Leaves out the bytes: the buffer and the scratch space hold what was typed (passwords too).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameDecoder")
+            .field("buffered", &(self.buffer.len() - self.consumed))
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FrameDecoder {
@@ -152,6 +161,34 @@ mod tests {
         n: u32,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+    }
+
+    #[test]
+    fn debug_output_shows_no_bytes_decoded_or_buffered() {
+        let secret = b"hunter2".to_vec();
+        let mut wire = Vec::new();
+        for n in 0..2 {
+            let sample = Sample {
+                n,
+                data: secret.clone(),
+            };
+            encode(&sample, &mut wire).unwrap();
+        }
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        decoder.push(&wire);
+        assert_eq!(
+            decoder.next_frame::<Sample>().unwrap().unwrap().data,
+            secret
+        );
+        let shown = format!("{decoder:?}");
+        let bytes_as_debug = format!("{:?}", &secret[..3])
+            .trim_matches(['[', ']'])
+            .to_owned();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains(&bytes_as_debug),
+            "{shown}"
+        );
+        assert!(shown.contains("buffered"), "{shown}");
     }
 
     #[test]

@@ -18,9 +18,9 @@
 //!   to list them; next to a tmux server with 1,000 sessions when tmux is installed.
 //! - `upgrade`: `cmdop-node upgrade` with 1 to 200 sessions and up to 240 MB of scrollback: the
 //!   pause and the command's time, next to a plain restart (which ends every session).
-//! - `floor`: one byte echoed at typing pace by another process over plain UDP, over QUIC as
-//!   cmdop sets it up, through `cat` and through `ssh -T localhost cat` (pipes): the part of the
-//!   echo the transport sets, below cmdop's own code (see `floor.rs`).
+//! - `floor`: one byte at typing pace through chains of processes over pipes (`cat`; a relay
+//!   over plain UDP or over QUIC as cmdop sets it up; the QUIC relay through a `cat` beside
+//!   `ssh -T localhost cat`): the part of the echo the transport sets (see `floor.rs`).
 //! - `relay`: 20 sessions attached through a meeting node next to the same 20 attached
 //!   directly: echo at typing pace while they stream, aggregate throughput, and the meeting
 //!   node's CPU time and RSS.
@@ -321,7 +321,7 @@ fn main() {
     match which.as_str() {
         "terminal" => terminal_bench(typing_gap()),
         "floor" => floor::run(typing_gap()),
-        "__floor-echo" => floor::serve(&std::env::args().skip(2).collect::<Vec<_>>()),
+        "__floor-echo" => floor::helper(&std::env::args().skip(2).collect::<Vec<_>>()),
         "roaming" => roaming::run(),
         "scale" => scale::run(),
         "slowlink" => slowlink::run(),
