@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 /// The cmdop node daemon: owns this host's terminal sessions and serves them over QUIC.
 ///
 /// Without a subcommand it runs in the foreground, logging to stderr (level from RUST_LOG,
-/// default info; release builds log down to debug, not trace). State lives in $CMDOP_HOME (default ~/.cmdop); settings in
-/// $CMDOP_HOME/config.yaml. SIGINT or SIGTERM shut it down cleanly; SIGUSR2 upgrades it in
-/// place (see 'cmdop-node upgrade').
+/// default info; release builds log down to debug, not trace). State lives in $CMDOP_HOME
+/// (default ~/.cmdop); settings in $CMDOP_HOME/config.yaml. SIGINT or SIGTERM shut it down
+/// cleanly; SIGUSR2 upgrades it in place (see 'cmdop-node upgrade').
 #[derive(Debug, Parser)]
 #[command(name = "cmdop-node", version, about, long_about)]
 struct Cli {

@@ -28,8 +28,9 @@ use tokio::net::unix::pipe;
 /// Echoes timed per chain.
 const ECHOES: usize = 300;
 
-/// How long one echo may take before the bench gives up on it.
-const ECHO_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the UDP relay waits for an echo: a lost datagram must not hang the bench (QUIC
+/// resends, and gives up at its idle timeout).
+const UDP_ECHO_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs the benchmark, keystrokes `gap` apart (150 ms when none given: an echo floor is a
 /// person's-pace figure).
@@ -110,7 +111,7 @@ fn percentile(millis: &[f64], p: usize) -> f64 {
 /// A program that echoes its stdin to its stdout, driven over pipes; killed when dropped.
 struct Chain {
     name: &'static str,
-    child: Child,
+    _child: KilledOnDrop,
     stdin: ChildStdin,
     stdout: ChildStdout,
 }
@@ -127,7 +128,7 @@ impl Chain {
         let stdout = child.stdout.take().expect("piped stdout");
         Chain {
             name,
-            child,
+            _child: KilledOnDrop(child),
             stdin,
             stdout,
         }
@@ -157,16 +158,19 @@ impl Chain {
     }
 }
 
-impl Drop for Chain {
+/// A helper process, killed and reaped when dropped.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
 /// An echo server process on a port of its choosing; killed when dropped.
 struct Server {
-    child: Child,
+    _child: KilledOnDrop,
     port: u16,
 }
 
@@ -185,14 +189,10 @@ impl Server {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("the {kind} echo server did not start: {line:?}"));
-        Server { child, port }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Server {
+            _child: KilledOnDrop(child),
+            port,
+        }
     }
 }
 
@@ -264,21 +264,7 @@ async fn serve_quic(through_cat: bool) {
                 return;
             };
             if through_cat {
-                let mut cat = Command::new("cat")
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let mut to_cat =
-                    pipe::Sender::from_owned_fd(cat.stdin.take().unwrap().into()).unwrap();
-                let mut from_cat =
-                    pipe::Receiver::from_owned_fd(cat.stdout.take().unwrap().into()).unwrap();
-                let _ = tokio::join!(
-                    tokio::io::copy(&mut recv, &mut to_cat),
-                    tokio::io::copy(&mut from_cat, &mut send)
-                );
-                let _ = cat.kill();
-                let _ = cat.wait();
+                echo_through_cat(&mut recv, &mut send).await;
             } else {
                 let _ = tokio::io::copy(&mut recv, &mut send).await;
             }
@@ -286,41 +272,66 @@ async fn serve_quic(through_cat: bool) {
     }
 }
 
+/// Passes what arrives on `recv` through a `cat` of its own and back out on `send`.
+async fn echo_through_cat(recv: &mut quinn::RecvStream, send: &mut quinn::SendStream) {
+    let mut cat = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_cat = pipe::Sender::from_owned_fd(cat.stdin.take().unwrap().into()).unwrap();
+    let mut from_cat = pipe::Receiver::from_owned_fd(cat.stdout.take().unwrap().into()).unwrap();
+    let _cat = KilledOnDrop(cat);
+    let _ = tokio::join!(
+        tokio::io::copy(recv, &mut to_cat),
+        tokio::io::copy(&mut from_cat, send)
+    );
+}
+
 /// Forwards stdin to the server over `transport` and the server's answer to stdout.
 async fn relay(transport: &str, server: SocketAddr) {
     let stdin = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
-    let mut stdin = pipe::Receiver::from_owned_fd(stdin).unwrap();
-    let mut stdout = std::io::stdout();
-    let mut buf = [0u8; 2048];
+    let stdin = pipe::Receiver::from_owned_fd(stdin).unwrap();
     match transport {
-        "udp" => {
-            let socket = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-                .await
-                .unwrap();
-            socket.connect(server).await.unwrap();
-            while let Ok(n @ 1..) = stdin.read(&mut buf).await {
-                socket.send(&buf[..n]).await.unwrap();
-                let echo = tokio::time::timeout(ECHO_DEADLINE, socket.recv(&mut buf));
-                let n = echo.await.expect("a UDP echo within 10 s").unwrap();
-                stdout.write_all(&buf[..n]).unwrap();
-                stdout.flush().unwrap();
-            }
-        }
-        _ => {
-            let identity = Identity::generate("floor-client").unwrap();
-            let config =
-                tls::client_config(&identity, None, Default::default(), cmdop_proto::ALPN).unwrap();
-            let mut endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
-            endpoint.set_default_client_config(config);
-            let connecting = endpoint.connect(server, "cmdop-node").unwrap();
-            let connection = connecting.await.unwrap();
-            let (mut send, mut recv) = connection.open_bi().await.unwrap();
-            while let Ok(n @ 1..) = stdin.read(&mut buf).await {
-                send.write_all(&buf[..n]).await.unwrap();
-                recv.read_exact(&mut buf[..n]).await.unwrap();
-                stdout.write_all(&buf[..n]).unwrap();
-                stdout.flush().unwrap();
-            }
-        }
+        "udp" => relay_udp(stdin, server).await,
+        _ => relay_quic(stdin, server).await,
     }
+}
+
+async fn relay_udp(mut stdin: pipe::Receiver, server: SocketAddr) {
+    let socket = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    socket.connect(server).await.unwrap();
+    let mut buf = [0u8; 2048];
+    while let Ok(n @ 1..) = stdin.read(&mut buf).await {
+        socket.send(&buf[..n]).await.unwrap();
+        let echo = tokio::time::timeout(UDP_ECHO_DEADLINE, socket.recv(&mut buf));
+        let n = echo.await.expect("a UDP echo in time").unwrap();
+        write_out(&buf[..n]);
+    }
+}
+
+async fn relay_quic(mut stdin: pipe::Receiver, server: SocketAddr) {
+    let identity = Identity::generate("floor-client").unwrap();
+    let config =
+        tls::client_config(&identity, None, Default::default(), cmdop_proto::ALPN).unwrap();
+    let mut endpoint = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    endpoint.set_default_client_config(config);
+    let connecting = endpoint.connect(server, "cmdop-node").unwrap();
+    let connection = connecting.await.unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let mut buf = [0u8; 2048];
+    while let Ok(n @ 1..) = stdin.read(&mut buf).await {
+        send.write_all(&buf[..n]).await.unwrap();
+        recv.read_exact(&mut buf[..n]).await.unwrap();
+        write_out(&buf[..n]);
+    }
+}
+
+/// Writes an echo to stdout at once.
+fn write_out(bytes: &[u8]) {
+    let mut stdout = std::io::stdout();
+    stdout.write_all(bytes).unwrap();
+    stdout.flush().unwrap();
 }
