@@ -270,6 +270,10 @@ async fn dial_local_node_within(
     Ok(dialer.connect(&target, None).await?)
 }
 
+/// Threads of tokio's blocking pool the serving node may use (forks for new sessions, long
+/// screen catch-ups): a bound, so the node's threads never follow the number of sessions.
+const BLOCKING_THREADS: usize = 4;
+
 /// How long `upgrade` waits for the node to serve again.
 const UPGRADE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -397,10 +401,12 @@ fn serve(
         reexec: Arc::new(NativeReexec::from_process(exe)),
     };
     // One thread serves every session, as tmux's server does: a keystroke wakes one thread,
-    // not one per hop. A screen caught up from a long backlog goes to tokio's blocking pool;
-    // what stays on this thread must stay short (a fork for a new session, a bounded parse).
+    // not one per hop. A new session's fork and a screen caught up from a long backlog go to
+    // tokio's blocking pool (a few threads at most, whatever the number of sessions); what
+    // stays on this thread must stay short (a bounded parse).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {

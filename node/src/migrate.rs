@@ -81,7 +81,7 @@ pub fn snapshot_of(
 
 /// Creates a session from `snapshot`: scrollback (the newest part that fits), the marker line,
 /// then a new shell in the saved directory with the saved size and environment.
-pub fn restore(
+pub async fn restore(
     registry: &Registry,
     snapshot: Snapshot,
     name: Option<String>,
@@ -120,6 +120,7 @@ pub fn restore(
     let wanted = create.name.clone();
     let session = registry
         .create(create, &preload)
+        .await
         .map_err(|e| match (e.kind, wanted) {
             (ErrorKind::NameTaken, Some(wanted)) => error(
                 ErrorKind::NameTaken,

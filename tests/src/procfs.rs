@@ -47,22 +47,43 @@ fn scheduled_seconds(pid: u32) -> Option<f64> {
 
 /// Context switches of all the process's threads so far: every wake-up is one.
 pub fn wakeups(pid: u32) -> u64 {
+    wakeups_by_thread(pid).values().sum()
+}
+
+/// Context switches so far of each of the process's live threads, by thread id.
+pub fn wakeups_by_thread(pid: u32) -> std::collections::BTreeMap<u64, u64> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return Default::default();
     };
     tasks
         .flatten()
-        .map(|task| {
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            status
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse::<u64>().ok()?;
+            // A thread may end between the listing and the read: it no longer counts.
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let switches = status
                 .lines()
                 .filter(|l| {
                     l.starts_with("voluntary_ctxt_switches")
                         || l.starts_with("nonvoluntary_ctxt_switches")
                 })
                 .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>()
+                .sum::<u64>();
+            Some((tid, switches))
         })
+        .collect()
+}
+
+/// Wake-ups between two [`wakeups_by_thread`] readings: those of the threads alive at the
+/// second (a thread that ended in between takes its own with it, never making the count
+/// negative).
+pub fn wakeups_between(
+    before: &std::collections::BTreeMap<u64, u64>,
+    after: &std::collections::BTreeMap<u64, u64>,
+) -> u64 {
+    after
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(before.get(tid).copied().unwrap_or(0)))
         .sum()
 }
 

@@ -10,6 +10,9 @@
 //!   code is there for the next [`Child::try_wait`];
 //! - sees the hang-ups, kills and resizes it received.
 //!
+//! The spawner itself can hold spawns back ([`FakePty::hold_spawns`]), as a fork that takes
+//! long does, until the test lets them go.
+//!
 //! A hang-up makes the program exit with 129, as a shell does; a kill, with 137.
 
 use crate::os::{Child, PtyHandover, PtySpawner, SpawnSpec, SpawnedPty, Terminal};
@@ -17,15 +20,24 @@ use cmdop_proto::WinSize;
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+
+/// The longest a held spawn waits to be let go.
+const SPAWN_HOLD_LIMIT: Duration = Duration::from_secs(10);
 
 /// Spawns fake programs.
 #[derive(Debug, Default)]
 pub struct FakePty {
     programs: Mutex<Vec<FakeProgram>>,
+    /// Spawns wait while this is true (for at most [`SPAWN_HOLD_LIMIT`]).
+    held: Mutex<bool>,
+    released: Condvar,
+    /// Told when a spawn starts waiting.
+    spawn_held: Notify,
 }
 
 impl FakePty {
@@ -46,10 +58,41 @@ impl FakePty {
     pub fn last(&self) -> Option<FakeProgram> {
         self.programs().pop()
     }
+
+    /// Makes spawns wait until [`FakePty::release_spawns`] (or ten seconds at most), blocking
+    /// the thread that spawns, as a slow fork does.
+    pub fn hold_spawns(&self) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+
+    /// Lets held spawns go.
+    pub fn release_spawns(&self) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.released.notify_all();
+    }
+
+    /// Waits until a spawn is held.
+    pub async fn spawn_waiting(&self) {
+        self.spawn_held.notified().await;
+    }
+
+    /// Blocks while spawns are held.
+    fn wait_if_held(&self) {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if !*held {
+            return;
+        }
+        self.spawn_held.notify_one();
+        let waited = self
+            .released
+            .wait_timeout_while(held, SPAWN_HOLD_LIMIT, |held| *held);
+        drop(waited);
+    }
 }
 
 impl PtySpawner for FakePty {
     fn spawn(&self, spec: &SpawnSpec) -> io::Result<SpawnedPty> {
+        self.wait_if_held();
         let mut programs = self.programs.lock().unwrap_or_else(|p| p.into_inner());
         let pid = 100_000 + programs.len() as u32;
         let (typed, _) = watch::channel(0);

@@ -124,6 +124,7 @@ pub async fn handle(node: &Node, request: Request) -> Reply {
     let result = match request {
         Request::CreateSession(create) => registry
             .create(create, &[])
+            .await
             .map(|s| Reply::Session(s.info())),
         Request::ListSessions(_) => Ok(Reply::Sessions(registry.list())),
         Request::Show(show) => match registry.get(show.session) {
@@ -172,7 +173,9 @@ pub async fn handle(node: &Node, request: Request) -> Reply {
             ))
         }),
         Request::Restore(Restore { snapshot, name }) => {
-            crate::migrate::restore(registry, snapshot, name).map(Reply::Restored)
+            crate::migrate::restore(registry, snapshot, name)
+                .await
+                .map(Reply::Restored)
         }
         Request::IssueTicket(_) => {
             crate::migrate::issue_ticket(&node.migration_tickets, &node.host).map(Reply::Ticket)

@@ -6,7 +6,7 @@
 //! sessions cost no wake-ups. The decisions are pure functions of the clock
 //! ([`crate::session::expiry`]).
 
-use crate::os::{PtySpawner, SpawnSpec};
+use crate::os::{PtySpawner, SpawnSpec, SpawnedPty};
 use crate::session::expiry::{self, Idleness};
 use crate::session::{now_ms, Session};
 use cmdop_proto::config::NodeConfig;
@@ -98,7 +98,7 @@ impl Registry {
     }
 
     /// Creates a session; `preload` becomes the start of its scrollback.
-    pub fn create(
+    pub async fn create(
         &self,
         request: CreateSession,
         preload: &[u8],
@@ -133,15 +133,11 @@ impl Registry {
             env,
             size: crate::session::screen::clamp(request.size),
         };
-        // Check, spawn without the lock (a fork must not stall every other request), then check
-        // again while inserting, so two creates of one name cannot both win.
+        // Check, spawn without the lock and off the runtime's thread (a fork must not stall
+        // every other session), then check again while inserting, so two creates of one name
+        // cannot both win and an upgrade that began meanwhile keeps its sessions as frozen.
         self.check_room(request.name.as_deref())?;
-        let spawned = self.spawner.spawn(&spec).map_err(|e| {
-            error(
-                ErrorKind::Internal,
-                format!("cannot start {} on {}: {e}", spec.program, self.host),
-            )
-        })?;
+        let spawned = self.spawn_apart(&spec).await?;
         let capacity = usize::try_from(self.config.ringbuffer.0).unwrap_or(usize::MAX);
         let name = request.name.clone();
         let session = Session::start(
@@ -154,7 +150,10 @@ impl Registry {
         );
         {
             let mut map = self.map();
-            if let Err(e) = Self::room_in(&map, &self.config, &self.host, name.as_deref()) {
+            let room = self
+                .refuse_if_frozen()
+                .and_then(|()| Self::room_in(&map, &self.config, &self.host, name.as_deref()));
+            if let Err(e) = room {
                 drop(map);
                 session.hang_up();
                 return Err(e);
@@ -166,6 +165,22 @@ impl Registry {
         tracing::info!(session = %session.id, pid = ?session.pid, "session created");
         self.changed.notify_one();
         Ok(session)
+    }
+
+    /// Starts `spec` on tokio's blocking pool: the fork and the wait for the program's exec take
+    /// milliseconds, which every other session's keystrokes would otherwise wait out.
+    async fn spawn_apart(&self, spec: &SpawnSpec) -> Result<SpawnedPty, ErrorReply> {
+        let spawner = self.spawner.clone();
+        let owned = spec.clone();
+        let spawned = tokio::task::spawn_blocking(move || spawner.spawn(&owned))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        spawned.map_err(|e| {
+            error(
+                ErrorKind::Internal,
+                format!("cannot start {} on {}: {e}", spec.program, self.host),
+            )
+        })
     }
 
     fn check_room(&self, name: Option<&str>) -> Result<(), ErrorReply> {

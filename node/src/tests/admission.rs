@@ -6,7 +6,7 @@ use cmdop_proto::{DetachReason, Hello};
 #[tokio::test]
 async fn holder_viewers_and_takeover() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     let (a, b, c) = (peer(1), peer(2), peer(3));
 
     let mut holder = node
@@ -92,7 +92,7 @@ async fn holder_viewers_and_takeover() {
 #[tokio::test]
 async fn max_attachments_counts_viewers_until_they_detach() {
     let node = Harness::new(|config| config.max_attachments = 2);
-    let (session, _program) = node.create();
+    let (session, _program) = node.create().await;
     let mut first = node
         .attach(&peer(1), request(&session, AttachMode::ReadOnly))
         .await;
@@ -133,7 +133,7 @@ async fn max_attachments_counts_viewers_until_they_detach() {
 #[tokio::test]
 async fn max_sessions_and_unknown_sessions() {
     let node = Harness::new(|config| config.max_sessions = 1);
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     let create = CreateSession {
         name: None,
         size: SIZE,
@@ -141,7 +141,7 @@ async fn max_sessions_and_unknown_sessions() {
         cwd: None,
         env: Vec::new(),
     };
-    let refusal = node.registry.create(create.clone(), &[]).unwrap_err();
+    let refusal = node.registry.create(create.clone(), &[]).await.unwrap_err();
     assert_eq!(refusal.kind, ErrorKind::Limit);
     assert!(
         refusal.message.contains("already runs 1 sessions"),
@@ -167,7 +167,7 @@ async fn max_sessions_and_unknown_sessions() {
         .refused(ErrorKind::NotFound)
         .await;
     assert!(refusal.contains(&session.id.to_string()), "{refusal}");
-    node.registry.create(create, &[]).unwrap();
+    node.registry.create(create, &[]).await.unwrap();
     assert_eq!(node.pty.programs().len(), 2);
 }
 
@@ -194,7 +194,7 @@ async fn a_malformed_frame_ends_the_attachment_and_is_reported() {
 #[tokio::test]
 async fn absurd_window_sizes_from_a_client_are_clamped() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     let tiny = AttachRequest {
         size: WinSize { rows: 0, cols: 0 },
         ..request(&session, AttachMode::Interactive)

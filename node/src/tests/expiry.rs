@@ -8,9 +8,9 @@ async fn idle_sessions_expire_when_the_clock_passes_their_deadline() {
     let ttl = Duration::from_secs(3600);
     let ttl_ms = 3_600_000;
     let node = Harness::new(|config| config.idle_ttl.0 = ttl);
-    let (idle, idle_program) = node.create();
-    let (watched, watched_program) = node.create();
-    let (marked, marked_program) = node.create();
+    let (idle, idle_program) = node.create().await;
+    let (watched, watched_program) = node.create().await;
+    let (marked, marked_program) = node.create().await;
     let mut viewer = node
         .attach(&peer(1), request(&watched, AttachMode::ReadOnly))
         .await;

@@ -17,7 +17,7 @@ fn resume(session: &Session, stream: u64, takeover: bool) -> AttachRequest {
 #[tokio::test]
 async fn a_reconnect_resending_applied_input_types_it_once() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     let a = peer(1);
     let mut first = node
         .attach(&a, request(&session, AttachMode::Interactive))
@@ -58,7 +58,7 @@ async fn a_reconnect_resending_applied_input_types_it_once() {
 #[tokio::test]
 async fn another_stream_is_told_to_renumber_and_nothing_is_applied_twice() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     let (a, b) = (peer(1), peer(2));
     let mut first = node.attach(&a, resume(&session, 7, false)).await;
     first.attached().await;
@@ -107,7 +107,7 @@ async fn another_stream_is_told_to_renumber_and_nothing_is_applied_twice() {
 #[tokio::test]
 async fn a_program_that_reads_no_input_does_not_pin_the_hold() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     program.refuse_input(true);
     let mut stuck = node
         .attach(&peer(1), request(&session, AttachMode::Interactive))
@@ -143,7 +143,7 @@ async fn a_program_that_reads_no_input_does_not_pin_the_hold() {
 #[tokio::test]
 async fn output_keeps_flowing_while_a_program_reads_no_input() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     program.refuse_input(true);
     let mut client = node
         .attach(&peer(1), request(&session, AttachMode::Interactive))

@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admission;
+mod create;
 mod expiry;
 mod input;
 mod output;
@@ -87,7 +88,7 @@ impl Harness {
     }
 
     /// Creates a session; returns it and its program.
-    fn create(&self) -> (Arc<Session>, FakeProgram) {
+    async fn create(&self) -> (Arc<Session>, FakeProgram) {
         let session = self
             .registry
             .create(
@@ -100,13 +101,14 @@ impl Harness {
                 },
                 &[],
             )
+            .await
             .unwrap();
         (session, self.pty.last().unwrap())
     }
 
     /// A new session with an interactive client attached: the session, its program, the client.
     async fn typing(&self) -> (Arc<Session>, FakeProgram, Client) {
-        let (session, program) = self.create();
+        let (session, program) = self.create().await;
         let mut client = self
             .attach(&peer(1), request(&session, AttachMode::Interactive))
             .await;

@@ -29,7 +29,7 @@ async fn output_until_end(client: &mut Client, mut offset: u64) -> (Vec<u8>, Att
 #[tokio::test]
 async fn a_reader_behind_the_ringbuffer_gets_the_screen_then_live_bytes() {
     let node = Harness::new(|config| config.ringbuffer.0 = 64);
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     let printed_bytes = pattern(200);
     program.print(&printed_bytes);
     printed(&session, 200).await;
@@ -82,7 +82,7 @@ async fn a_reader_behind_the_ringbuffer_gets_the_screen_then_live_bytes() {
 #[tokio::test]
 async fn exited_comes_after_the_last_output() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     let mut client = node
         .attach(&peer(1), request(&session, AttachMode::Interactive))
         .await;
@@ -124,7 +124,7 @@ async fn exited_comes_after_the_last_output() {
 #[tokio::test]
 async fn an_unwatched_screen_keeps_what_a_small_ringbuffer_drops() {
     let node = Harness::new(|config| config.ringbuffer.0 = 4096);
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     // A full-screen program takes the alternate screen, then prints more than the ring holds.
     program.print(b"\x1b[?1049h\x1b[1;1Hfull-screen");
     let mut end = 22;

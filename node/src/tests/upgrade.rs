@@ -14,7 +14,7 @@ fn rows(shot: &crate::session::screen::ScreenShot) -> Vec<String> {
 #[tokio::test]
 async fn a_halted_session_keeps_its_queued_keystrokes_and_unread_output() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     program.print(b"before\n");
     printed(&session, 7).await;
     // The program reads nothing: keystrokes wait in the queue.
@@ -55,7 +55,7 @@ async fn a_halted_session_keeps_its_queued_keystrokes_and_unread_output() {
 #[tokio::test]
 async fn an_exported_session_is_adopted_with_its_id_scrollback_screen_and_keystrokes() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     session.lock().name = Some("kept".into());
     program.print(b"\x1b[2J\x1b[Hhello\r\nworld\r\n");
     printed(&session, 21).await;
@@ -96,7 +96,7 @@ async fn an_exported_session_is_adopted_with_its_id_scrollback_screen_and_keystr
 #[tokio::test]
 async fn an_adopted_session_that_was_watched_starts_its_idle_time_afresh() {
     let node = Harness::new(|_| {});
-    let (session, _program) = node.create();
+    let (session, _program) = node.create().await;
     {
         let mut core = session.lock();
         core.live_attachments = 1;
@@ -128,7 +128,7 @@ async fn an_adopted_session_that_was_watched_starts_its_idle_time_afresh() {
 #[tokio::test]
 async fn keystrokes_queued_after_the_halt_are_handed_down_too() {
     let node = Harness::new(|_| {});
-    let (session, program) = node.create();
+    let (session, program) = node.create().await;
     program.refuse_input(true);
     // More batches than the queue holds: the last senders wait for room.
     let typists: Vec<_> = (0..100u8)

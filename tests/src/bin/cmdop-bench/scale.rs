@@ -4,6 +4,7 @@
 
 use cmdop_e2e::{free_port, procfs, Home, NodeProcess};
 use cmdop_proto::{CreateSession, ListSessions};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -18,9 +19,9 @@ fn threads(pid: u32) -> i64 {
     procfs::status_kib(pid, "Threads:").unwrap_or(0) as i64
 }
 
-/// CPU seconds and wake-ups so far.
-fn cpu_and_wakeups(pid: u32) -> (f64, u64) {
-    (procfs::cpu_seconds(pid), procfs::wakeups(pid))
+/// CPU seconds and each thread's wake-ups so far.
+fn cpu_and_wakeups(pid: u32) -> (f64, BTreeMap<u64, u64>) {
+    (procfs::cpu_seconds(pid), procfs::wakeups_by_thread(pid))
 }
 
 struct Figures {
@@ -91,7 +92,7 @@ fn cmdop_figures() -> Figures {
     let pid = node.pid();
     eprintln!("creating {SESSIONS} cmdop sessions...");
     let base_threads = threads(pid);
-    let (base_kib, after_kib, ring_bytes, idle, list_ms) = runtime.block_on(async {
+    let (base_kib, after_kib, ring_bytes, idle, list_ms, with_sessions) = runtime.block_on(async {
         let dialer = home.dialer(Duration::from_secs(5));
         let target = node.target("local");
         let mut client = dialer.connect(&target, None).await.unwrap();
@@ -111,10 +112,8 @@ fn cmdop_figures() -> Figures {
         assert_eq!(list.len(), SESSIONS);
         let ring: u64 = list.iter().map(|s| s.output_bytes).sum();
         let after = rss_kib(pid);
-        eprintln!(
-            "node threads: {base_threads} before, {} with {SESSIONS} sessions",
-            threads(pid)
-        );
+        let with_sessions = threads(pid);
+        eprintln!("node threads: {base_threads} before, {with_sessions} with {SESSIONS} sessions");
         client.close().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let before = cpu_and_wakeups(pid);
@@ -124,8 +123,12 @@ fn cmdop_figures() -> Figures {
             base,
             after,
             ring,
-            (after_idle.0 - before.0, after_idle.1 - before.1),
+            (
+                after_idle.0 - before.0,
+                procfs::wakeups_between(&before.1, &after_idle.1),
+            ),
             list_ms,
+            with_sessions,
         )
     });
     let cli_started = Instant::now();
@@ -141,7 +144,9 @@ fn cmdop_figures() -> Figures {
         name: "cmdop",
         kib_per_session: per_session,
         kib_beyond_scrollback: per_session - scrollback,
-        threads_added: threads(pid) - base_threads,
+        // Counted while the sessions were new (tokio's blocking pool, which forked them, lets
+        // its threads go after 10 idle seconds).
+        threads_added: with_sessions - base_threads,
         idle_cpu_ms: idle.0 * 1000.0,
         idle_wakeups_per_s: idle.1 as f64 / IDLE_WINDOW.as_secs_f64(),
         list_ms: cli_ms,
@@ -190,7 +195,8 @@ fn tmux_figures() -> Figures {
         kib_beyond_scrollback: per_session,
         threads_added,
         idle_cpu_ms: (idle.0 - before.0) * 1000.0,
-        idle_wakeups_per_s: (idle.1 - before.1) as f64 / IDLE_WINDOW.as_secs_f64(),
+        idle_wakeups_per_s: procfs::wakeups_between(&before.1, &idle.1) as f64
+            / IDLE_WINDOW.as_secs_f64(),
         list_ms,
     }
 }
