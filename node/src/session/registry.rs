@@ -14,7 +14,7 @@ use cmdop_proto::{CreateSession, ErrorKind, ErrorReply, SessionInfo};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -27,6 +27,8 @@ pub struct Registry {
     config: NodeConfig,
     /// No session is created or destroyed (an upgrade in place is writing them down).
     frozen: std::sync::atomic::AtomicBool,
+    /// Creates under way (their spawn runs apart, so they may outlast a freeze).
+    creating: watch::Sender<usize>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -34,6 +36,22 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("host", &self.host)
             .finish()
+    }
+}
+
+/// One create under way, counted in [`Registry::creating`] until it ends, however it ends.
+struct Creating<'a>(&'a watch::Sender<usize>);
+
+impl<'a> Creating<'a> {
+    fn count(creating: &'a watch::Sender<usize>) -> Self {
+        creating.send_modify(|n| *n += 1);
+        Creating(creating)
+    }
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -62,6 +80,7 @@ impl Registry {
             host,
             config,
             frozen: std::sync::atomic::AtomicBool::new(false),
+            creating: watch::Sender::new(0),
         }
     }
 
@@ -70,6 +89,14 @@ impl Registry {
     pub fn freeze(&self, frozen: bool) {
         self.frozen
             .store(frozen, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Waits until no create is under way: after a freeze, every create that began before it
+    /// has then either inserted its session or hung its program up.
+    pub async fn creates_ended(&self) {
+        let mut creating = self.creating.subscribe();
+        // The sender lives as long as `self`: this cannot fail.
+        let _ = creating.wait_for(|&n| n == 0).await;
     }
 
     fn refuse_if_frozen(&self) -> Result<(), ErrorReply> {
@@ -137,6 +164,7 @@ impl Registry {
         // every other session), then check again while inserting, so two creates of one name
         // cannot both win and an upgrade that began meanwhile keeps its sessions as frozen.
         self.check_room(request.name.as_deref())?;
+        let _creating = Creating::count(&self.creating);
         let spawned = self.spawn_apart(&spec).await?;
         let capacity = usize::try_from(self.config.ringbuffer.0).unwrap_or(usize::MAX);
         let name = request.name.clone();

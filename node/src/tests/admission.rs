@@ -134,13 +134,7 @@ async fn max_attachments_counts_viewers_until_they_detach() {
 async fn max_sessions_and_unknown_sessions() {
     let node = Harness::new(|config| config.max_sessions = 1);
     let (session, program) = node.create().await;
-    let create = CreateSession {
-        name: None,
-        size: SIZE,
-        term: None,
-        cwd: None,
-        env: Vec::new(),
-    };
+    let create = new_session(None);
     let refusal = node.registry.create(create.clone(), &[]).await.unwrap_err();
     assert_eq!(refusal.kind, ErrorKind::Limit);
     assert!(

@@ -9,16 +9,8 @@ async fn a_slow_spawn_holds_up_no_other_session() {
     let (session, program, mut client) = node.typing().await;
     node.pty.hold_spawns();
     let registry = node.registry.clone();
-    let creating = tokio::spawn(async move {
-        let create = CreateSession {
-            name: Some("second".into()),
-            size: SIZE,
-            term: None,
-            cwd: None,
-            env: Vec::new(),
-        };
-        registry.create(create, &[]).await
-    });
+    let creating =
+        tokio::spawn(async move { registry.create(new_session(Some("second")), &[]).await });
     within("the spawn to start", node.pty.spawn_waiting()).await;
 
     // The first session takes keystrokes and shows output while the spawn waits.
@@ -35,4 +27,36 @@ async fn a_slow_spawn_holds_up_no_other_session() {
     let second = within("the create", creating).await.unwrap().unwrap();
     assert_eq!(second.lock().name.as_deref(), Some("second"));
     assert_eq!(node.pty.programs().len(), 2);
+}
+
+#[tokio::test]
+async fn a_create_under_way_when_the_registry_freezes_ends_refused_with_its_program_hung_up() {
+    let node = Harness::new(|_| {});
+    node.pty.hold_spawns();
+    let registry = node.registry.clone();
+    let creating = tokio::spawn(async move { registry.create(new_session(None), &[]).await });
+    within("the spawn to start", node.pty.spawn_waiting()).await;
+
+    // An upgrade freezes the registry, then waits for the create.
+    node.registry.freeze(true);
+    let registry = node.registry.clone();
+    let ended = tokio::spawn(async move { registry.creates_ended().await });
+    tokio::task::yield_now().await;
+    assert!(!ended.is_finished(), "the create has not ended yet");
+
+    node.pty.release_spawns();
+    within("the creates to end", ended).await.unwrap();
+    assert!(
+        creating.is_finished(),
+        "creates_ended waited for the create"
+    );
+    let refused = creating.await.unwrap().unwrap_err();
+    assert!(refused.message.contains("upgrading"), "{}", refused.message);
+    assert!(node.registry.all().is_empty());
+    let program = node.pty.last().unwrap();
+    assert_eq!(
+        program.hang_ups(),
+        1,
+        "the program started meanwhile is hung up"
+    );
 }

@@ -46,6 +46,17 @@ const SIZE: WinSize = WinSize { rows: 24, cols: 80 };
 /// A hang becomes a failure after this long.
 const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A request for a session of [`SIZE`], named `name`.
+fn new_session(name: Option<&str>) -> CreateSession {
+    CreateSession {
+        name: name.map(str::to_owned),
+        size: SIZE,
+        term: None,
+        cwd: None,
+        env: Vec::new(),
+    }
+}
+
 /// Awaits `f`, failing the test if it takes longer than [`PATIENCE`].
 async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     match tokio::time::timeout(PATIENCE, f).await {
@@ -89,20 +100,7 @@ impl Harness {
 
     /// Creates a session; returns it and its program.
     async fn create(&self) -> (Arc<Session>, FakeProgram) {
-        let session = self
-            .registry
-            .create(
-                CreateSession {
-                    name: None,
-                    size: SIZE,
-                    term: None,
-                    cwd: None,
-                    env: Vec::new(),
-                },
-                &[],
-            )
-            .await
-            .unwrap();
+        let session = self.registry.create(new_session(None), &[]).await.unwrap();
         (session, self.pty.last().unwrap())
     }
 

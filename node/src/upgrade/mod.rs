@@ -7,6 +7,8 @@
 //!    Nothing has stopped yet, so a binary that fails here costs nothing;
 //! 2. [`perform`], on the node's run loop (which accepts nothing meanwhile): trigger runs are
 //!    held back ([`crate::trigger::Triggers::hold`]; an upgrade is refused while runs are going),
+//!    the registry is frozen and creates under way end, refused, their programs hung up
+//!    ([`crate::session::registry::Registry::creates_ended`]),
 //!    every session's PTY tasks stop with nothing lost ([`crate::session::Session::halt_io`]),
 //!    every connection is closed with [`close_code::UPGRADING`] (clients reconnect by themselves
 //!    and resync by offset, as after roaming);
@@ -41,6 +43,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How long the close frames get to leave before `execve`.
 const CLOSE_GRACE: Duration = Duration::from_millis(5);
+
+/// How long an upgrade waits for creates under way (a fork takes milliseconds) before it goes
+/// on without them.
+const CREATES_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The node's upgrades in place: how to execute the next binary, and how the last one went.
 pub struct Upgrades {
@@ -194,6 +200,9 @@ pub(crate) async fn perform(node: &Arc<Node>, plan: UpgradePlan) {
     let (error, paused_ms) = match node.triggers.hold().await {
         Ok(()) => {
             node.registry.freeze(true);
+            // A create whose fork was under way ends now (refused): its program is hung up
+            // and reaped, never left behind unknown to the next binary.
+            let _ = tokio::time::timeout(CREATES_PATIENCE, node.registry.creates_ended()).await;
             let error = hand_over(node, &plan, paused_at).await;
             node.registry.freeze(false);
             node.triggers.release();
