@@ -170,7 +170,7 @@ impl Drop for AttachmentGuard {
 
 /// Makes full-screen programs repaint for the new client: a size change delivers SIGWINCH; if
 /// the size is unchanged, bounce through a different size first.
-fn nudge_redraw(session: &Session, size: WinSize) {
+fn nudge_redraw(session: &Arc<Session>, size: WinSize) {
     let size = crate::session::screen::clamp(size);
     let current = session.lock().size;
     if current == size {

@@ -11,6 +11,7 @@ use crate::session::ringbuf::RingBuffer;
 use crate::session::screen::SessionScreen;
 use crate::session::{now_ms, About, Carry, HaltedWriter, PtyReader, Session, SessionCore};
 use crate::upgrade::state::SessionState;
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 
@@ -128,7 +129,7 @@ impl Session {
             created_ms: state.created_ms,
         };
         let capacity = usize::try_from(state.ring_capacity).unwrap_or(usize::MAX);
-        let core = SessionCore {
+        let mut core = SessionCore {
             name: state.name,
             ring: RingBuffer::resumed(capacity, state.ring_start, state.ring),
             size: state.size,
@@ -143,6 +144,7 @@ impl Session {
             live_attachments: 0,
             holder: None,
             input: state.input,
+            resizes: VecDeque::new(),
         };
         let carry = Carry {
             pending_input: state.pending_input,
@@ -150,6 +152,12 @@ impl Session {
             writing: state.writing,
             child_running: state.child_running,
         };
+        // A size change the screen had not followed when the state was written down (those
+        // are not carried) is followed from the end of the output handed down.
+        if state.screen.size != core.size {
+            let at = core.ring.end();
+            core.resizes.push_back((at, core.size));
+        }
         let screen = SessionScreen::imported(state.screen);
         Session::assemble(about, core, screen, spawned, carry)
     }

@@ -31,6 +31,7 @@ use crate::session::screen::{ScreenShot, SessionScreen};
 use cmdop_proto::resync::InputLedger;
 use cmdop_proto::{SessionInfo, WinSize};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Poll;
@@ -69,6 +70,9 @@ pub struct SessionCore {
     pub holder: Option<Holder>,
     /// The keystrokes applied so far.
     pub input: InputLedger,
+    /// Window size changes the screen model has not followed yet, each with the output offset
+    /// it came at (output before it was printed at the old size), oldest first.
+    pub resizes: VecDeque<(u64, WinSize)>,
 }
 
 impl SessionCore {
@@ -188,12 +192,21 @@ struct RingAfter {
     end: u64,
     /// Half its capacity.
     half: u64,
+    /// Size changes wait for the screen: these bytes came after them.
+    resizing: bool,
     /// Someone watches the session.
     watched: bool,
 }
 
 /// A screen model nobody watches sleeps this long after the last output.
 const SCREEN_SLEEP_AFTER: Duration = Duration::from_secs(5);
+
+/// Output a resize may parse on the runtime thread before the screen follows the new size.
+const RESIZE_INLINE_BACKLOG: u64 = 16 * 1024;
+
+/// Size changes the screen model keeps apart while it lags; beyond, the latest replaces the
+/// last kept.
+const MAX_PENDING_RESIZES: usize = 16;
 
 /// Bytes parsed per step when the screen catches up from the ringbuffer.
 const CATCH_UP_CHUNK: usize = 64 * 1024;
@@ -230,6 +243,7 @@ impl Session {
             live_attachments: 0,
             holder: None,
             input: InputLedger::new(),
+            resizes: VecDeque::new(),
         };
         // A restored scrollback is parsed when the screen is first needed.
         let screen = SessionScreen::new(spec.size, 0);
@@ -344,6 +358,7 @@ impl Session {
                 end: core.ring.end(),
                 half: core.ring.capacity() as u64 / 2,
                 watched: core.live_attachments > 0,
+                resizing: !core.resizes.is_empty(),
             }
         };
         self.parse_inline(bytes, &ring);
@@ -369,7 +384,7 @@ impl Session {
         if !screen.may_parse(backlog, std::time::Instant::now()) {
             return;
         }
-        if backlog == bytes.len() as u64 {
+        if backlog == bytes.len() as u64 && !ring.resizing {
             screen.feed(bytes, end);
         } else if backlog <= gather + bytes.len() as u64 {
             // What gathered while the model slept: a bounded parse, before the ring drops it.
@@ -400,15 +415,27 @@ impl Session {
         screen
     }
 
-    /// Feeds `screen` every byte of the ringbuffer it has not taken in yet.
+    /// Feeds `screen` every byte of the ringbuffer it has not taken in yet, following each
+    /// window size change where it came in the output.
     fn catch_up(&self, screen: &mut SessionScreen) {
         loop {
             let (resume, chunk) = {
-                let core = self.lock();
-                let Some(resume) = screen.resume(core.ring.start(), core.ring.end()) else {
+                let mut core = self.lock();
+                if let Some(&(at, size)) = core.resizes.front() {
+                    if screen.offset() >= at {
+                        core.resizes.pop_front();
+                        drop(core);
+                        screen.resize(size);
+                        continue;
+                    }
+                }
+                let upto = core.resizes.front().map_or(core.ring.end(), |&(at, _)| at);
+                let Some(resume) = screen.resume(core.ring.start(), upto) else {
                     break;
                 };
-                (resume, core.ring.read_from(resume.from, CATCH_UP_CHUNK))
+                let want = usize::try_from(upto - resume.from)
+                    .map_or(CATCH_UP_CHUNK, |n| n.min(CATCH_UP_CHUNK));
+                (resume, core.ring.read_from(resume.from, want))
             };
             let Some(chunk) = chunk.ok().filter(|c| !c.data.is_empty()) else {
                 break;
@@ -475,17 +502,43 @@ impl Session {
         self.input.try_reserve().ok()
     }
 
-    /// Changes the window size.
-    pub fn resize(&self, size: WinSize) {
+    /// Changes the window size. The screen model follows at once when that is cheap, else in
+    /// the background: output printed at the old size is parsed at the old size, and a long
+    /// backlog is never parsed here (this runs on the node's one runtime thread).
+    pub fn resize(self: &Arc<Self>, size: WinSize) {
         // A client may ask for anything (0x0, 65535x65535): the PTY gets a size it can hold.
         let size = screen::clamp(size);
-        self.lock().size = size;
-        // Output printed at the old size is parsed at the old size.
-        self.caught_up_screen().resize(size);
+        {
+            let mut core = self.lock();
+            core.size = size;
+            let at = core.ring.end();
+            let full = core.resizes.len() >= MAX_PENDING_RESIZES;
+            match core.resizes.back_mut() {
+                // Nothing printed in between, or a client resizing faster than the screen
+                // keeps up: the latest size stands for the run.
+                Some(last) if last.0 == at || full => *last = (at, size),
+                _ => core.resizes.push_back((at, size)),
+            }
+        }
         let terminal = self.terminal.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = terminal.resize(size) {
             tracing::debug!(session = %self.id, "resize failed: {e}");
         }
+        drop(terminal);
+        self.follow_resizes();
+    }
+
+    /// Applies pending size changes to the screen here if little output stands before them,
+    /// else has the background catch-up do it.
+    fn follow_resizes(self: &Arc<Self>) {
+        if let Some(mut screen) = self.try_screen() {
+            let behind = self.lock().ring.end().saturating_sub(screen.offset());
+            if behind <= RESIZE_INLINE_BACKLOG {
+                self.catch_up(&mut screen);
+                return;
+            }
+        }
+        self.warm_screen();
     }
 
     /// The foreground process's working directory (else the program's, else where it started).

@@ -147,3 +147,51 @@ async fn an_unwatched_screen_keeps_what_a_small_ringbuffer_drops() {
     });
     assert!(text[0].starts_with("full-screen"), "{text:?}");
 }
+
+#[tokio::test]
+async fn a_resize_while_the_screen_is_busy_returns_at_once_and_the_screen_follows_in_order() {
+    let node = Harness::new(|_| {});
+    let (session, program) = node.create().await;
+    let before = format!("{}\r\n", "a".repeat(70));
+    // Drawn at column 60 in 80 columns, at the last column in 40.
+    let after = "\x1b[3;60Hafter".to_string();
+
+    // Someone holds the screen (a long catch-up on the blocking pool) while output comes and
+    // the client resizes: the resize must not wait for it.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let session = session.clone();
+        std::thread::spawn(move || {
+            session.with_screen(|_| {
+                held_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+            })
+        })
+    };
+    held_rx.recv().unwrap();
+    program.print(before.as_bytes());
+    printed(&session, before.len() as u64).await;
+    let narrow = WinSize { rows: 24, cols: 40 };
+    session.resize(narrow);
+    assert_eq!(session.lock().size, narrow, "the size changed at once");
+    assert_eq!(
+        node.pty.last().unwrap().resizes().last(),
+        Some(&narrow),
+        "the PTY has the new size at once"
+    );
+    program.print(after.as_bytes());
+    printed(&session, (before.len() + after.len()) as u64).await;
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+
+    // What was printed before the resize was drawn 80 wide, what came after 40 wide.
+    let mut expected = cmdop_screen::Screen::new(SIZE.cols, SIZE.rows);
+    expected.feed(before.as_bytes());
+    expected.resize(narrow.cols, narrow.rows);
+    expected.feed(after.as_bytes());
+    let rows = session.with_screen(|screen| screen.rows_text());
+    assert_eq!(rows, expected.rows_text());
+    assert!(session.lock().resizes.is_empty());
+    drop(program);
+}
