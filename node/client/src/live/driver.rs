@@ -3,6 +3,7 @@
 //! resumes where the terminal left off.
 
 use super::link::{downlink, open_link, AttachFailure, Link, LinkEnd};
+use super::link_status::LinkStatus;
 use super::path_watch::{PathAction, PathWatch, Received};
 use super::shown::ShownReports;
 use super::{lock, AttachSpec, Command, End, Event, LinkState};
@@ -36,9 +37,8 @@ pub(super) struct Driver {
     resync: Arc<Mutex<Resync>>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
-    link_state: LinkState,
-    /// `link_state` found the terminal's events queue full.
-    link_state_unsent: bool,
+    /// What the terminal was told of the link.
+    link_status: LinkStatus,
     /// When the last packet from the node arrived.
     last_contact: Instant,
     /// The last link's round-trip time.
@@ -81,8 +81,7 @@ impl Driver {
             resync: channels.resync,
             commands: channels.commands,
             events: channels.events,
-            link_state: LinkState::Up,
-            link_state_unsent: false,
+            link_status: LinkStatus::default(),
             last_contact: Instant::now(),
             rtt: Duration::from_millis(100),
             shared_rtt: channels.rtt,
@@ -120,14 +119,14 @@ impl Driver {
     /// A state it had no room for goes again on the next call (every path tick, every attempt
     /// to reconnect).
     fn set_link_state(&mut self, state: LinkState) {
-        if self.link_state == state && !self.link_state_unsent {
+        let Some(state) = self.link_status.update(state) else {
             return;
-        }
-        self.link_state = state.clone();
-        self.link_state_unsent = matches!(
+        };
+        let full = matches!(
             self.events.try_send(Event::Link(state)),
             Err(mpsc::error::TrySendError::Full(_))
         );
+        self.link_status.delivered(!full);
     }
 
     fn rebind(&self) {

@@ -19,6 +19,7 @@
 
 mod driver;
 mod link;
+mod link_status;
 mod path_watch;
 mod shown;
 
