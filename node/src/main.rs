@@ -271,7 +271,8 @@ async fn dial_local_node_within(
 }
 
 /// Threads of tokio's blocking pool the serving node may use (forks for new sessions, long
-/// screen catch-ups): a bound, so the node's threads never follow the number of sessions.
+/// screen catch-ups, name lookups; they queue behind one another beyond it): a bound, so the
+/// node's threads never follow the number of sessions.
 const BLOCKING_THREADS: usize = 4;
 
 /// How long `upgrade` waits for the node to serve again.

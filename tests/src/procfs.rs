@@ -45,12 +45,8 @@ fn scheduled_seconds(pid: u32) -> Option<f64> {
     Some(nanos as f64 / 1e9)
 }
 
-/// Context switches of all the process's threads so far: every wake-up is one.
-pub fn wakeups(pid: u32) -> u64 {
-    wakeups_by_thread(pid).values().sum()
-}
-
-/// Context switches so far of each of the process's live threads, by thread id.
+/// Context switches so far (every wake-up is one) of each of the process's live threads, by
+/// thread id.
 pub fn wakeups_by_thread(pid: u32) -> std::collections::BTreeMap<u64, u64> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Default::default();

@@ -20,8 +20,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug, Default)]
 pub struct NativePty;
 
+/// Spawns run one at a time: they run on tokio's blocking pool, several threads, and
+/// portable-pty's command builder may call `getpwuid`, which is not thread-safe.
+static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl PtySpawner for NativePty {
     fn spawn(&self, spec: &SpawnSpec) -> io::Result<SpawnedPty> {
+        let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|p| p.into_inner());
         let system = portable_pty::native_pty_system();
         let pair = system
             .openpty(pty_size(spec.size))

@@ -32,6 +32,7 @@ use cmdop_proto::resync::InputLedger;
 use cmdop_proto::{SessionInfo, WinSize};
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Poll;
@@ -709,8 +710,9 @@ pub fn reaping() -> Vec<u32> {
 }
 
 /// Gives a hung-up program's group two seconds to leave, then insists; reaps the program either
-/// way.
-pub async fn reap(mut child: Box<dyn Child>, pid: Option<u32>) {
+/// way. The pid counts as being reaped ([`reaping`]) from this call on, before the returned
+/// future first runs: an upgrade writing the state down meanwhile hands it down.
+pub fn reap(mut child: Box<dyn Child>, pid: Option<u32>) -> impl Future<Output = ()> + Send {
     async fn gone(child: &mut Box<dyn Child>) -> bool {
         for _ in 0..40 {
             if !matches!(child.try_wait(), Ok(None)) {
@@ -724,12 +726,14 @@ pub async fn reap(mut child: Box<dyn Child>, pid: Option<u32>) {
     if let Some(pid) = pid {
         reaping().insert(pid);
     }
-    if !gone(&mut child).await {
-        child.kill();
-        gone(&mut child).await;
-    }
-    if let Some(pid) = pid {
-        reaping().remove(&pid);
+    async move {
+        if !gone(&mut child).await {
+            child.kill();
+            gone(&mut child).await;
+        }
+        if let Some(pid) = pid {
+            reaping().remove(&pid);
+        }
     }
 }
 

@@ -27,8 +27,9 @@ pub struct Registry {
     config: NodeConfig,
     /// No session is created or destroyed (an upgrade in place is writing them down).
     frozen: std::sync::atomic::AtomicBool,
-    /// Creates under way (their spawn runs apart, so they may outlast a freeze).
-    creating: watch::Sender<usize>,
+    /// The names of the creates under way (their spawn runs apart, so they may outlast a
+    /// freeze); they count against `max_sessions` and hold their names until they end.
+    creating: watch::Sender<Vec<Option<String>>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -39,19 +40,19 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// One create under way, counted in [`Registry::creating`] until it ends, however it ends.
-struct Creating<'a>(&'a watch::Sender<usize>);
-
-impl<'a> Creating<'a> {
-    fn count(creating: &'a watch::Sender<usize>) -> Self {
-        creating.send_modify(|n| *n += 1);
-        Creating(creating)
-    }
+/// One create under way, listed in [`Registry::creating`] until it ends, however it ends.
+struct Creating<'a> {
+    creating: &'a watch::Sender<Vec<Option<String>>>,
+    name: Option<String>,
 }
 
 impl Drop for Creating<'_> {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.creating.send_modify(|names| {
+            if let Some(at) = names.iter().position(|n| *n == self.name) {
+                names.swap_remove(at);
+            }
+        });
     }
 }
 
@@ -59,6 +60,14 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> ErrorReply {
     ErrorReply {
         kind,
         message: message.into(),
+    }
+}
+
+/// Hangs up and reaps a program whose create was dropped while it was being spawned.
+fn abandon(spawned: SpawnedPty) {
+    spawned.child.hang_up();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        drop(runtime.spawn(crate::session::reap(spawned.child, spawned.pid)));
     }
 }
 
@@ -80,7 +89,7 @@ impl Registry {
             host,
             config,
             frozen: std::sync::atomic::AtomicBool::new(false),
-            creating: watch::Sender::new(0),
+            creating: watch::Sender::new(Vec::new()),
         }
     }
 
@@ -96,7 +105,7 @@ impl Registry {
     pub async fn creates_ended(&self) {
         let mut creating = self.creating.subscribe();
         // The sender lives as long as `self`: this cannot fail.
-        let _ = creating.wait_for(|&n| n == 0).await;
+        let _ = creating.wait_for(|names| names.is_empty()).await;
     }
 
     fn refuse_if_frozen(&self) -> Result<(), ErrorReply> {
@@ -163,8 +172,7 @@ impl Registry {
         // Check, spawn without the lock and off the runtime's thread (a fork must not stall
         // every other session), then check again while inserting, so two creates of one name
         // cannot both win and an upgrade that began meanwhile keeps its sessions as frozen.
-        self.check_room(request.name.as_deref())?;
-        let _creating = Creating::count(&self.creating);
+        let _creating = self.reserve(request.name.as_deref())?;
         let spawned = self.spawn_apart(&spec).await?;
         let capacity = usize::try_from(self.config.ringbuffer.0).unwrap_or(usize::MAX);
         let name = request.name.clone();
@@ -180,7 +188,7 @@ impl Registry {
             let mut map = self.map();
             let room = self
                 .refuse_if_frozen()
-                .and_then(|()| Self::room_in(&map, &self.config, &self.host, name.as_deref()));
+                .and_then(|()| Self::room_in(&map, &[], &self.config, &self.host, name.as_deref()));
             if let Err(e) = room {
                 drop(map);
                 session.hang_up();
@@ -196,13 +204,21 @@ impl Registry {
     }
 
     /// Starts `spec` on tokio's blocking pool: the fork and the wait for the program's exec take
-    /// milliseconds, which every other session's keystrokes would otherwise wait out.
+    /// milliseconds, which every other session's keystrokes would otherwise wait out. A create
+    /// dropped meanwhile (the node shutting down) leaves no program behind: it is hung up and
+    /// reaped.
     async fn spawn_apart(&self, spec: &SpawnSpec) -> Result<SpawnedPty, ErrorReply> {
         let spawner = self.spawner.clone();
         let owned = spec.clone();
-        let spawned = tokio::task::spawn_blocking(move || spawner.spawn(&owned))
+        let (give, take) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            if let Err(Ok(abandoned)) = give.send(spawner.spawn(&owned)) {
+                abandon(abandoned);
+            }
+        });
+        let spawned = take
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            .unwrap_or_else(|_| Err(std::io::Error::other("the spawn was cut short")));
         spawned.map_err(|e| {
             error(
                 ErrorKind::Internal,
@@ -211,19 +227,35 @@ impl Registry {
         })
     }
 
-    fn check_room(&self, name: Option<&str>) -> Result<(), ErrorReply> {
+    /// Checks for room for one more session named `name`, counting the creates under way,
+    /// and lists this one among them until the returned guard goes.
+    fn reserve(&self, name: Option<&str>) -> Result<Creating<'_>, ErrorReply> {
         self.refuse_if_frozen()?;
-        Self::room_in(&self.map(), &self.config, &self.host, name)
+        let map = self.map();
+        let mut room = Ok(());
+        self.creating.send_if_modified(|creating| {
+            room = Self::room_in(&map, creating, &self.config, &self.host, name);
+            if room.is_ok() {
+                creating.push(name.map(str::to_owned));
+            }
+            room.is_ok()
+        });
+        room.map(|()| Creating {
+            creating: &self.creating,
+            name: name.map(str::to_owned),
+        })
     }
 
-    /// Whether `map` has room for one more session named `name`.
+    /// Whether `map`, with the creates under way named in `creating`, has room for one more
+    /// session named `name`.
     fn room_in(
         map: &BTreeMap<Uuid, Arc<Session>>,
+        creating: &[Option<String>],
         config: &NodeConfig,
         host: &str,
         name: Option<&str>,
     ) -> Result<(), ErrorReply> {
-        if map.len() >= config.max_sessions {
+        if map.len() + creating.len() >= config.max_sessions {
             return Err(error(
                 ErrorKind::Limit,
                 format!(
@@ -233,7 +265,9 @@ impl Registry {
             ));
         }
         if let Some(name) = name {
-            if map.values().any(|s| s.lock().name.as_deref() == Some(name)) {
+            let taken = map.values().any(|s| s.lock().name.as_deref() == Some(name))
+                || creating.iter().any(|n| n.as_deref() == Some(name));
+            if taken {
                 return Err(error(
                     ErrorKind::NameTaken,
                     format!("a session named '{name}' already exists on {host}; pick another name"),

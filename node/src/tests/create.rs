@@ -60,3 +60,42 @@ async fn a_create_under_way_when_the_registry_freezes_ends_refused_with_its_prog
         "the program started meanwhile is hung up"
     );
 }
+
+#[tokio::test]
+async fn creates_under_way_hold_their_names_and_their_places_under_max_sessions() {
+    let node = Harness::new(|config| config.max_sessions = 2);
+    node.pty.hold_spawns();
+    let held = |name: &'static str| {
+        let registry = node.registry.clone();
+        tokio::spawn(async move { registry.create(new_session(Some(name)), &[]).await })
+    };
+    let web = held("web");
+    within("the spawn to start", node.pty.spawn_waiting()).await;
+
+    // Refused before anything is spawned, without waiting for the creates under way.
+    let at_once = Duration::ZERO;
+    let same_name = node.registry.create(new_session(Some("web")), &[]);
+    let taken = tokio::time::timeout(at_once, same_name).await;
+    assert_eq!(
+        taken.expect("refused at once").unwrap_err().kind,
+        ErrorKind::NameTaken
+    );
+    let api = held("api");
+    within("the second spawn to start", node.pty.spawn_waiting()).await;
+    let third = node.registry.create(new_session(None), &[]);
+    let full = tokio::time::timeout(at_once, third).await;
+    assert_eq!(
+        full.expect("refused at once").unwrap_err().kind,
+        ErrorKind::Limit
+    );
+
+    node.pty.release_spawns();
+    within("the create", web).await.unwrap().unwrap();
+    within("the create", api).await.unwrap().unwrap();
+    assert_eq!(node.registry.all().len(), 2);
+    assert_eq!(
+        node.pty.programs().len(),
+        2,
+        "nothing spawned for the refused"
+    );
+}

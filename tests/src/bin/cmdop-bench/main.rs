@@ -185,7 +185,11 @@ fn measure_echo(pty: &mut Pty, gap: Duration, pids: &[u32]) -> (Vec<f64>, Option
     std::thread::sleep(Duration::from_millis(300));
     while pty.chunks.try_recv().is_ok() {}
     pty.pending.clear();
-    let switches = || pids.iter().map(|&pid| procfs::wakeups(pid)).sum::<u64>();
+    let switches = || {
+        pids.iter()
+            .map(|&pid| procfs::wakeups_by_thread(pid))
+            .collect::<Vec<_>>()
+    };
     let cpu = || {
         pids.iter()
             .map(|&pid| procfs::on_cpu_seconds(pid))
@@ -201,7 +205,13 @@ fn measure_echo(pty: &mut Pty, gap: Duration, pids: &[u32]) -> (Vec<f64>, Option
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
         std::thread::sleep(gap);
     }
-    let per_key = (!pids.is_empty()).then(|| (switches() - before) as f64 / KEYSTROKES as f64);
+    let after = switches();
+    let woken: u64 = before
+        .iter()
+        .zip(&after)
+        .map(|(before, after)| procfs::wakeups_between(before, after))
+        .sum();
+    let per_key = (!pids.is_empty()).then(|| woken as f64 / KEYSTROKES as f64);
     if !pids.is_empty() {
         eprintln!(
             "  CPU on the keystroke path: {:.3} ms per keystroke",
