@@ -107,6 +107,7 @@ impl Session {
                 .map(|w| w.pending.clone())
                 .unwrap_or_default(),
             screen,
+            resizes: core.resizes.iter().copied().collect(),
         })
     }
 
@@ -144,7 +145,7 @@ impl Session {
             live_attachments: 0,
             holder: None,
             input: state.input,
-            resizes: VecDeque::new(),
+            resizes: VecDeque::from(state.resizes),
         };
         let carry = Carry {
             pending_input: state.pending_input,
@@ -152,9 +153,13 @@ impl Session {
             writing: state.writing,
             child_running: state.child_running,
         };
-        // A size change the screen had not followed when the state was written down (those
-        // are not carried) is followed from the end of the output handed down.
-        if state.screen.size != core.size {
+        // A state from a binary that did not carry the pending size changes: a size the screen
+        // had not followed is followed from the end of the output handed down.
+        let last_size = core
+            .resizes
+            .back()
+            .map_or(state.screen.size, |&(_, size)| size);
+        if last_size != core.size {
             let at = core.ring.end();
             core.resizes.push_back((at, core.size));
         }

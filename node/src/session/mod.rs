@@ -416,28 +416,37 @@ impl Session {
         screen
     }
 
-    /// Feeds `screen` every byte of the ringbuffer it has not taken in yet, following each
-    /// window size change where it came in the output.
+    /// Feeds `screen` every byte of the ringbuffer it has not taken in yet (a long backlog from
+    /// its last [`screen::CATCH_UP_TAIL`] bytes), following each window size change where it
+    /// came in the output.
     fn catch_up(&self, screen: &mut SessionScreen) {
         loop {
-            let (resume, chunk) = {
+            let (resume, chunk, due) = {
                 let mut core = self.lock();
-                if let Some(&(at, size)) = core.resizes.front() {
-                    if screen.offset() >= at {
-                        core.resizes.pop_front();
-                        drop(core);
-                        screen.resize(size);
-                        continue;
+                let resume = screen.resume(core.ring.start(), core.ring.end());
+                // Size changes that came before what is left to parse (where the screen stands,
+                // or in output the catch-up skips) apply now, in order.
+                let from = resume.as_ref().map_or(u64::MAX, |r| r.from);
+                let mut due = Vec::new();
+                while let Some(&(at, size)) = core.resizes.front() {
+                    if at > from {
+                        break;
                     }
+                    due.push(size);
+                    core.resizes.pop_front();
                 }
-                let upto = core.resizes.front().map_or(core.ring.end(), |&(at, _)| at);
-                let Some(resume) = screen.resume(core.ring.start(), upto) else {
+                let Some(resume) = resume else {
+                    drop(core);
+                    due.into_iter().for_each(|size| screen.resize(size));
                     break;
                 };
-                let want = usize::try_from(upto - resume.from)
+                // Up to the next size change, which comes after `from`.
+                let upto = core.resizes.front().map_or(core.ring.end(), |&(at, _)| at);
+                let want = usize::try_from(upto.saturating_sub(resume.from))
                     .map_or(CATCH_UP_CHUNK, |n| n.min(CATCH_UP_CHUNK));
-                (resume, core.ring.read_from(resume.from, want))
+                (resume, core.ring.read_from(resume.from, want), due)
             };
+            due.into_iter().for_each(|size| screen.resize(size));
             let Some(chunk) = chunk.ok().filter(|c| !c.data.is_empty()) else {
                 break;
             };

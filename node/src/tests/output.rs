@@ -127,13 +127,10 @@ async fn an_unwatched_screen_keeps_what_a_small_ringbuffer_drops() {
     let (session, program) = node.create().await;
     // A full-screen program takes the alternate screen, then prints more than the ring holds.
     program.print(b"\x1b[?1049h\x1b[1;1Hfull-screen");
-    let mut end = 22;
-    for chunk in 0..12 {
-        let line = format!("\x1b[2;1Hline {chunk:04} {}", "x".repeat(500));
-        program.print(line.as_bytes());
-        end += line.len() as u64;
-        printed(&session, end).await;
-    }
+    print_long_lines(&session, &program, 22, |n| {
+        format!("\x1b[2;1Hline {n:04} {}", "x".repeat(500))
+    })
+    .await;
     assert!(
         session.lock().ring.start() > 22,
         "the mode switch left the ring"
@@ -158,22 +155,11 @@ async fn a_resize_while_the_screen_is_busy_returns_at_once_and_the_screen_follow
 
     // Someone holds the screen (a long catch-up on the blocking pool) while output comes and
     // the client resizes: the resize must not wait for it.
-    let (held_tx, held_rx) = std::sync::mpsc::channel();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let holder = {
-        let session = session.clone();
-        std::thread::spawn(move || {
-            session.with_screen(|_| {
-                held_tx.send(()).unwrap();
-                go_rx.recv().unwrap();
-            })
-        })
-    };
-    held_rx.recv().unwrap();
+    let held = ScreenHeld::new(&session);
     program.print(before.as_bytes());
     printed(&session, before.len() as u64).await;
     let narrow = WinSize { rows: 24, cols: 40 };
-    session.resize(narrow);
+    held.resize(&session, narrow).await;
     assert_eq!(session.lock().size, narrow, "the size changed at once");
     assert_eq!(
         node.pty.last().unwrap().resizes().last(),
@@ -182,8 +168,7 @@ async fn a_resize_while_the_screen_is_busy_returns_at_once_and_the_screen_follow
     );
     program.print(after.as_bytes());
     printed(&session, (before.len() + after.len()) as u64).await;
-    go_tx.send(()).unwrap();
-    holder.join().unwrap();
+    held.release();
 
     // What was printed before the resize was drawn 80 wide, what came after 40 wide.
     let mut expected = cmdop_screen::Screen::new(SIZE.cols, SIZE.rows);
@@ -194,4 +179,87 @@ async fn a_resize_while_the_screen_is_busy_returns_at_once_and_the_screen_follow
     assert_eq!(rows, expected.rows_text());
     assert!(session.lock().resizes.is_empty());
     drop(program);
+}
+
+#[tokio::test]
+async fn a_resize_whose_place_in_the_output_left_the_ring_still_sizes_the_screen() {
+    let node = Harness::new(|config| config.ringbuffer.0 = 4096);
+    let (session, program) = node.create().await;
+    let held = ScreenHeld::new(&session);
+    program.print(b"start\r\n");
+    printed(&session, 7).await;
+    let narrow = WinSize { rows: 24, cols: 40 };
+    held.resize(&session, narrow).await;
+    print_long_lines(&session, &program, 7, |n| {
+        format!("line {n:04} {}\r\n", "x".repeat(500))
+    })
+    .await;
+    assert!(session.lock().ring.start() > 7, "the resize's place left");
+    held.release();
+
+    let (size, rows) = session.with_screen(|screen| (screen.size(), screen.rows_text()));
+    assert_eq!(size, (narrow.cols, narrow.rows));
+    assert!(
+        rows.iter().any(|row| row.starts_with("line 0011")),
+        "{rows:?}"
+    );
+    assert!(session.lock().resizes.is_empty());
+}
+
+/// Prints twelve lines of some 500 bytes (more than a 4 KiB ring holds), `line(n)` each, after
+/// `end` bytes of output; waits until the ring took them in.
+async fn print_long_lines(
+    session: &Session,
+    program: &FakeProgram,
+    mut end: u64,
+    line: impl Fn(usize) -> String,
+) {
+    for n in 0..12 {
+        let line = line(n);
+        program.print(line.as_bytes());
+        end += line.len() as u64;
+        printed(session, end).await;
+    }
+}
+
+/// The session's screen held by another thread (as a long catch-up on the blocking pool holds
+/// it) until released.
+struct ScreenHeld {
+    go: std::sync::mpsc::Sender<()>,
+    holder: std::thread::JoinHandle<()>,
+}
+
+impl ScreenHeld {
+    fn new(session: &Arc<Session>) -> ScreenHeld {
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let session = session.clone();
+            std::thread::spawn(move || {
+                session.with_screen(|_| {
+                    held_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                })
+            })
+        };
+        held_rx.recv().unwrap();
+        ScreenHeld { go, holder }
+    }
+
+    /// Resizes `session` meanwhile; fails (letting the screen go) if the resize waits for it.
+    async fn resize(&self, session: &Arc<Session>, size: WinSize) {
+        let resizing = {
+            let session = session.clone();
+            tokio::task::spawn_blocking(move || session.resize(size))
+        };
+        if tokio::time::timeout(PATIENCE, resizing).await.is_err() {
+            self.go.send(()).unwrap();
+            panic!("the resize waited for the screen");
+        }
+    }
+
+    fn release(self) {
+        self.go.send(()).unwrap();
+        self.holder.join().unwrap();
+    }
 }

@@ -98,6 +98,10 @@ pub struct SessionState {
     pub pending_input: Vec<u8>,
     /// The screen model.
     pub screen: ScreenShot,
+    /// Window size changes the screen model had not followed yet, each with the output offset
+    /// it came at, oldest first.
+    #[serde(default)]
+    pub resizes: Vec<(u64, WinSize)>,
 }
 
 impl SessionState {
@@ -131,6 +135,7 @@ impl SessionState {
                 size: info.size,
                 dump: Vec::new(),
             },
+            resizes: Vec::new(),
         }
     }
 }
@@ -266,6 +271,13 @@ mod tests {
                     size: WinSize { rows: 24, cols: 80 },
                     dump: b"\x1b[Hprompt$ ".to_vec(),
                 },
+                resizes: vec![(
+                    60,
+                    WinSize {
+                        rows: 40,
+                        cols: 120,
+                    },
+                )],
             }],
         }
     }
