@@ -83,10 +83,10 @@ impl FakePty {
             return;
         }
         self.spawn_held.notify_one();
-        let waited = self
-            .released
-            .wait_timeout_while(held, SPAWN_HOLD_LIMIT, |held| *held);
-        drop(waited);
+        drop(
+            self.released
+                .wait_timeout_while(held, SPAWN_HOLD_LIMIT, |held| *held),
+        );
     }
 }
 

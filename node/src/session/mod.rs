@@ -421,32 +421,31 @@ impl Session {
     /// came in the output.
     fn catch_up(&self, screen: &mut SessionScreen) {
         loop {
-            let (resume, chunk, due) = {
+            let (due, next) = {
                 let mut core = self.lock();
                 let resume = screen.resume(core.ring.start(), core.ring.end());
                 // Size changes that came before what is left to parse (where the screen stands,
-                // or in output the catch-up skips) apply now, in order.
+                // or in output the catch-up skips; all of them once caught up) apply first.
                 let from = resume.as_ref().map_or(u64::MAX, |r| r.from);
-                let mut due = Vec::new();
-                while let Some(&(at, size)) = core.resizes.front() {
-                    if at > from {
-                        break;
-                    }
-                    due.push(size);
-                    core.resizes.pop_front();
-                }
-                let Some(resume) = resume else {
-                    drop(core);
-                    due.into_iter().for_each(|size| screen.resize(size));
-                    break;
-                };
-                // Up to the next size change, which comes after `from`.
-                let upto = core.resizes.front().map_or(core.ring.end(), |&(at, _)| at);
-                let want = usize::try_from(upto.saturating_sub(resume.from))
-                    .map_or(CATCH_UP_CHUNK, |n| n.min(CATCH_UP_CHUNK));
-                (resume, core.ring.read_from(resume.from, want), due)
+                let count = core
+                    .resizes
+                    .iter()
+                    .take_while(|&&(at, _)| at <= from)
+                    .count();
+                let due: Vec<WinSize> = core.resizes.drain(..count).map(|(_, s)| s).collect();
+                // Then the output up to the next size change, which comes after `from`.
+                let next = resume.map(|resume| {
+                    let upto = core.resizes.front().map_or(core.ring.end(), |&(at, _)| at);
+                    let want = usize::try_from(upto.saturating_sub(resume.from))
+                        .map_or(CATCH_UP_CHUNK, |n| n.min(CATCH_UP_CHUNK));
+                    (resume, core.ring.read_from(resume.from, want))
+                });
+                (due, next)
             };
             due.into_iter().for_each(|size| screen.resize(size));
+            let Some((resume, chunk)) = next else {
+                break;
+            };
             let Some(chunk) = chunk.ok().filter(|c| !c.data.is_empty()) else {
                 break;
             };

@@ -186,6 +186,7 @@ impl Registry {
         );
         {
             let mut map = self.map();
+            // The creates still under way (this one among them) were counted at `reserve`.
             let room = self
                 .refuse_if_frozen()
                 .and_then(|()| Self::room_in(&map, &[], &self.config, &self.host, name.as_deref()));

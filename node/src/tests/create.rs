@@ -8,9 +8,7 @@ async fn a_slow_spawn_holds_up_no_other_session() {
     let node = Harness::new(|_| {});
     let (session, program, mut client) = node.typing().await;
     node.pty.hold_spawns();
-    let registry = node.registry.clone();
-    let creating =
-        tokio::spawn(async move { registry.create(new_session(Some("second")), &[]).await });
+    let creating = node.create_apart(Some("second"));
     within("the spawn to start", node.pty.spawn_waiting()).await;
 
     // The first session takes keystrokes and shows output while the spawn waits.
@@ -33,8 +31,7 @@ async fn a_slow_spawn_holds_up_no_other_session() {
 async fn a_create_under_way_when_the_registry_freezes_ends_refused_with_its_program_hung_up() {
     let node = Harness::new(|_| {});
     node.pty.hold_spawns();
-    let registry = node.registry.clone();
-    let creating = tokio::spawn(async move { registry.create(new_session(None), &[]).await });
+    let creating = node.create_apart(None);
     within("the spawn to start", node.pty.spawn_waiting()).await;
 
     // An upgrade freezes the registry, then waits for the create.
@@ -65,11 +62,7 @@ async fn a_create_under_way_when_the_registry_freezes_ends_refused_with_its_prog
 async fn creates_under_way_hold_their_names_and_their_places_under_max_sessions() {
     let node = Harness::new(|config| config.max_sessions = 2);
     node.pty.hold_spawns();
-    let held = |name: &'static str| {
-        let registry = node.registry.clone();
-        tokio::spawn(async move { registry.create(new_session(Some(name)), &[]).await })
-    };
-    let web = held("web");
+    let web = node.create_apart(Some("web"));
     within("the spawn to start", node.pty.spawn_waiting()).await;
 
     // Refused before anything is spawned, without waiting for the creates under way.
@@ -80,7 +73,7 @@ async fn creates_under_way_hold_their_names_and_their_places_under_max_sessions(
         taken.expect("refused at once").unwrap_err().kind,
         ErrorKind::NameTaken
     );
-    let api = held("api");
+    let api = node.create_apart(Some("api"));
     within("the second spawn to start", node.pty.spawn_waiting()).await;
     let third = node.registry.create(new_session(None), &[]);
     let full = tokio::time::timeout(at_once, third).await;

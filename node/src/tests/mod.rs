@@ -104,6 +104,15 @@ impl Harness {
         (session, self.pty.last().unwrap())
     }
 
+    /// Starts creating a session named `name` in a task of its own (its spawn may be held).
+    fn create_apart(
+        &self,
+        name: Option<&'static str>,
+    ) -> tokio::task::JoinHandle<Result<Arc<Session>, cmdop_proto::ErrorReply>> {
+        let registry = self.registry.clone();
+        tokio::spawn(async move { registry.create(new_session(name), &[]).await })
+    }
+
     /// A new session with an interactive client attached: the session, its program, the client.
     async fn typing(&self) -> (Arc<Session>, FakeProgram, Client) {
         let (session, program) = self.create().await;

@@ -178,7 +178,6 @@ async fn a_resize_while_the_screen_is_busy_returns_at_once_and_the_screen_follow
     let rows = session.with_screen(|screen| screen.rows_text());
     assert_eq!(rows, expected.rows_text());
     assert!(session.lock().resizes.is_empty());
-    drop(program);
 }
 
 #[tokio::test]
