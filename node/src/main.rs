@@ -3,9 +3,10 @@
 use anyhow::Context;
 use clap::{CommandFactory as _, Parser, Subcommand};
 use cmdop_certs::{AuthorizedClients, Fingerprint, Identity, Invites};
+use cmdop_client::error::ClientError;
 use cmdop_client::home::{cmdop_home, NODE_IDENTITY};
 use cmdop_node::os::NativePty;
-use cmdop_node::server::{Node, NodeOptions};
+use cmdop_node::server::{Node, NodeOptions, PROTOCOL_VERSION_ENV};
 use cmdop_node::upgrade::reexec::{Handed, NativeReexec};
 use cmdop_proto::units::HumanDuration;
 use std::net::SocketAddr;
@@ -79,7 +80,8 @@ enum Command {
     /// screen, and attached clients reconnect by themselves after a short pause. The new binary
     /// first runs dry; if it fails that, or cannot take the state over, the running version
     /// goes on. Prints the old and new versions and how long the node paused. SIGUSR2 to the
-    /// node does the same (the outcome is then only logged).
+    /// node does the same (the outcome is then only logged). A running node of another
+    /// protocol version (it refuses this binary as a client) is sent SIGUSR2 by this command.
     Upgrade,
     /// Dry run of an upgrade in place: read a handed-down state on stdin, print the version.
     #[command(name = "__upgrade-check", hide = true)]
@@ -283,7 +285,7 @@ const UPGRADE_POLL: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// `cmdop-node upgrade`: asks the running node to upgrade in place and reports the outcome.
 fn upgrade(home: &std::path::Path) -> anyhow::Result<()> {
-    let (plan, early) = on_local_node(home, |mut client| async move {
+    let started = on_local_node(home, |mut client| async move {
         let plan = client
             .call(cmdop_proto::Upgrade)
             .await
@@ -294,8 +296,13 @@ fn upgrade(home: &std::path::Path) -> anyhow::Result<()> {
         );
         let early = outcome_before_close(&mut client, plan.generation).await;
         Ok((plan, early))
-    })
-    .context("the upgrade did not start")?;
+    });
+    if let Err(e) = &started {
+        if let Some(ClientError::VersionMismatch(why)) = e.downcast_ref::<ClientError>() {
+            return upgrade_by_signal(home, why);
+        }
+    }
+    let (plan, early) = started.context("the upgrade did not start")?;
     let outcome = match early {
         Some(outcome) => outcome,
         None => tokio::runtime::Builder::new_current_thread()
@@ -303,10 +310,59 @@ fn upgrade(home: &std::path::Path) -> anyhow::Result<()> {
             .build()?
             .block_on(await_outcome(home, plan.generation))?,
     };
+    report_outcome(outcome)
+}
+
+/// Asks a node that speaks another protocol version (it refused this client with `why`) to
+/// upgrade by SIGUSR2, and waits until it speaks this version and reports the upgrade.
+fn upgrade_by_signal(home: &std::path::Path, why: &str) -> anyhow::Result<()> {
+    let port = cmdop_client::home::load_config(home)?.node.listen.port();
+    let pid = cmdop_node::upgrade::by_signal::node_on_port(port)
+        .with_context(|| format!("cannot look for the node on UDP port {port}"))?
+        .with_context(|| format!("{why}; no cmdop-node process of yours holds UDP port {port}: send SIGUSR2 to the node yourself to upgrade it"))?;
+    eprintln!("{why}");
+    eprintln!("asking cmdop-node (pid {pid}) to upgrade in place by signal...");
+    cmdop_node::upgrade::by_signal::ask_to_upgrade(pid).with_context(|| {
+        format!("cannot signal cmdop-node (pid {pid}); run 'kill -USR2 {pid}' as its user")
+    })?;
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(await_this_version(home, pid))?;
+    report_outcome(outcome)
+}
+
+/// Asks the node for its last upgrade until it speaks this version (it ran the new binary).
+async fn await_this_version(
+    home: &std::path::Path,
+    pid: i32,
+) -> anyhow::Result<cmdop_proto::UpgradeOutcome> {
+    let deadline = tokio::time::Instant::now() + UPGRADE_PATIENCE;
+    loop {
+        if let Ok(mut client) = dial_local_node_within(home, UPGRADE_POLL).await {
+            let last = client.call(cmdop_proto::LastUpgrade).await;
+            client.close().await;
+            if let Ok(Some(outcome)) = last {
+                return Ok(outcome);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "cmdop-node (pid {pid}) did not come back speaking protocol {} within {UPGRADE_PATIENCE:?}: it refused the upgrade or the new binary could not take over; its log says why",
+                cmdop_proto::PROTOCOL_VERSION
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Prints how an upgrade went; an error if it failed.
+fn report_outcome(outcome: cmdop_proto::UpgradeOutcome) -> anyhow::Result<()> {
     match (outcome.error, outcome.paused_ms) {
         (None, _) => {
+            let plural = if outcome.sessions == 1 { "" } else { "s" };
             println!(
-                "upgraded cmdop-node {} to {}: paused {} ms, {} sessions kept",
+                "upgraded cmdop-node {} to {}: paused {} ms, {} session{plural} kept",
                 outcome.from_version, outcome.to_version, outcome.paused_ms, outcome.sessions
             );
             Ok(())
@@ -370,6 +426,17 @@ async fn await_outcome(
     }
 }
 
+/// The message version to serve: [`cmdop_proto::PROTOCOL_VERSION`] unless a test stands this
+/// node in for an older binary ([`PROTOCOL_VERSION_ENV`]).
+fn protocol_version() -> anyhow::Result<u32> {
+    match std::env::var(PROTOCOL_VERSION_ENV) {
+        Err(_) => Ok(cmdop_proto::PROTOCOL_VERSION),
+        Ok(text) => text.trim().parse().with_context(|| {
+            format!("{PROTOCOL_VERSION_ENV}='{text}' is not a protocol version; unset it")
+        }),
+    }
+}
+
 fn serve(
     home: std::path::PathBuf,
     listen: Option<SocketAddr>,
@@ -400,6 +467,7 @@ fn serve(
         listen,
         config,
         reexec: Arc::new(NativeReexec::from_process(exe)),
+        protocol_version: protocol_version()?,
     };
     // One thread serves every session, as tmux's server does: a keystroke wakes one thread,
     // not one per hop. A new session's fork and a screen caught up from a long backlog go to

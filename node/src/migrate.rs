@@ -274,7 +274,7 @@ async fn dial_target(
                     "the node at {addr} presented key {presented}, not the key {expected} this client pinned for {to} (if its key was replaced on purpose, run 'cmdop host reset-pin {to}' and connect to it once)"
                 ),
             ),
-            ClientError::Refused(reason) => {
+            ClientError::Refused(reason) | ClientError::VersionMismatch(reason) => {
                 (ErrorKind::Unauthorized, format!("{to} refused {host}: {reason}"))
             }
             other => internal(format!("{host} cannot reach {to}: {other}")),

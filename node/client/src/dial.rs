@@ -544,7 +544,10 @@ async fn say_hello(
         .map_err(|e| recv_error(name, connection, e))?;
     match reply {
         Some(HelloReply::Welcome { host, .. }) => Ok(Greeted { send, recv, host }),
-        Some(HelloReply::Refused(refusal)) => Err(ClientError::Refused(refusal.message)),
+        Some(HelloReply::Refused(refusal)) => Err(match refusal.kind {
+            ErrorKind::VersionMismatch => ClientError::VersionMismatch(refusal.message),
+            _ => ClientError::Refused(refusal.message),
+        }),
         None => Err(recv_error(name, connection, RecvError::Truncated)),
     }
 }

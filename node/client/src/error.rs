@@ -49,9 +49,13 @@ pub enum ClientError {
         /// The fingerprint presented.
         presented: Fingerprint,
     },
-    /// The node refused us (not authorized, version mismatch, limit).
+    /// The node refused us (not authorized, limit).
     #[error("{0}")]
     Refused(String),
+    /// The node speaks another [`cmdop_proto::PROTOCOL_VERSION`] (the node's sentence says
+    /// which side is older).
+    #[error("{0}")]
+    VersionMismatch(String),
     /// The connection failed or closed.
     #[error("connection to {name} failed: {reason}")]
     Connection {
@@ -136,13 +140,9 @@ impl ClientError {
 
 /// Whether a node's application close code means it refused us.
 fn is_refusal(code: quinn::VarInt) -> bool {
-    [
-        close_code::UNAUTHORIZED,
-        close_code::VERSION_MISMATCH,
-        close_code::LIMIT,
-    ]
-    .into_iter()
-    .any(|refusal| code == refusal.into())
+    [close_code::UNAUTHORIZED, close_code::LIMIT]
+        .into_iter()
+        .any(|refusal| code == refusal.into())
 }
 
 /// Turns a connection's end into a sentence, preferring the node's own reason.
@@ -150,6 +150,9 @@ pub fn describe_close(name: &str, error: quinn::ConnectionError) -> ClientError 
     let reason = match &error {
         quinn::ConnectionError::ApplicationClosed(close) => {
             let reason = String::from_utf8_lossy(&close.reason).into_owned();
+            if close.error_code == close_code::VERSION_MISMATCH.into() {
+                return ClientError::VersionMismatch(reason);
+            }
             if is_refusal(close.error_code) {
                 return ClientError::Refused(reason);
             }

@@ -15,10 +15,22 @@ use crate::Fingerprint;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The QUIC application protocol: the framing (one control stream of length-prefixed CBOR
+/// frames, then attach streams). It changes only with the framing; the messages carry their
+/// own [`PROTOCOL_VERSION`] in the [`Hello`], so that a mismatch is refused with a sentence
+/// rather than a failed handshake.
 pub const ALPN: &[u8] = b"cmdop/2";
 
-/// The version of the messages in this module.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// The version of the messages in this module. A node serves only clients of its own version
+/// and refuses others with [`crate::ErrorKind::VersionMismatch`], saying which side is older.
+/// `cmdop-node upgrade` does not depend on it: a node of another version is asked to upgrade
+/// by signal (SIGUSR2) instead.
+///
+/// - 2: sessions, attachments with resync by offset, screen frames, migration.
+/// - 3: echo acknowledgements, predictive echo's screen frames, triggers, upgrade in place,
+///   rendezvous and relaying through a meeting node, hole punching, migration tickets and
+///   carrying a session through a meeting node.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The default UDP port a node listens on.
 pub const DEFAULT_PORT: u16 = 7443;

@@ -48,7 +48,6 @@ use cmdop_proto::config::{Config, Rendezvous};
 use cmdop_proto::frame::FrameError;
 use cmdop_proto::{
     close_code, Credential, ErrorKind, ErrorReply, Hello, HelloReply, Reply, Request,
-    PROTOCOL_VERSION,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,6 +105,8 @@ pub struct Node {
     pub(crate) relay_name: String,
     /// The endpoint for relayed clients, when `node.rendezvous` names meeting nodes.
     relay: Option<Arc<rendezvous::RelayEndpoint>>,
+    /// The message version served ([`NodeOptions::protocol_version`]).
+    protocol_version: u32,
 }
 
 /// Counts a handshake in progress for as long as it lives.
@@ -142,7 +143,15 @@ pub struct NodeOptions {
     pub config: Config,
     /// How to execute the next binary in an upgrade in place.
     pub reexec: Arc<dyn Reexec>,
+    /// The message version served: [`cmdop_proto::PROTOCOL_VERSION`], or another to stand in for an older
+    /// binary in tests ([`PROTOCOL_VERSION_ENV`]).
+    pub protocol_version: u32,
 }
+
+/// A test seam: the message version the node serves instead of [`cmdop_proto::PROTOCOL_VERSION`], so that
+/// end-to-end tests can stand a node in for an older binary. It is not handed to the binary
+/// an upgrade in place executes.
+pub const PROTOCOL_VERSION_ENV: &str = "CMDOP_TEST_PROTOCOL_VERSION";
 
 /// What an admitted connection may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,6 +310,7 @@ impl Node {
             socket: kept,
             main_socket,
             upgrades,
+            protocol_version: options.protocol_version,
         }))
     }
 
@@ -380,12 +390,12 @@ impl Node {
 
     /// Decides whether `fingerprint` is served, and for what.
     fn admit(&self, fingerprint: &Fingerprint, hello: &Hello) -> (HelloReply, Admission) {
-        if hello.version != PROTOCOL_VERSION {
+        if hello.version != self.protocol_version {
             let refusal = refuse(
                 ErrorKind::VersionMismatch,
                 format!(
-                    "{} speaks cmdop protocol {PROTOCOL_VERSION} but this client speaks {}; upgrade the older side",
-                    self.host, hello.version
+                    "{} speaks cmdop protocol {} but this client speaks {}; upgrade the older side",
+                    self.host, self.protocol_version, hello.version
                 ),
             );
             return (refusal, Admission::Client);
@@ -396,7 +406,7 @@ impl Node {
                 Ok(()) => {
                     tracing::info!(node = %fingerprint, "node admitted for one migration");
                     let welcome = HelloReply::Welcome {
-                        version: PROTOCOL_VERSION,
+                        version: self.protocol_version,
                         host: self.host.clone(),
                         invited: false,
                     };
@@ -442,7 +452,7 @@ impl Node {
             && self.relay_nodes.is_authorized(fingerprint).unwrap_or(false)
         {
             let welcome = HelloReply::Welcome {
-                version: PROTOCOL_VERSION,
+                version: self.protocol_version,
                 host: self.host.clone(),
                 invited: false,
             };
@@ -478,7 +488,7 @@ impl Node {
         }
         tracing::info!(node = %fingerprint, "relay node authorized by invite");
         let welcome = HelloReply::Welcome {
-            version: PROTOCOL_VERSION,
+            version: self.protocol_version,
             host: self.host.clone(),
             invited: true,
         };
@@ -488,7 +498,7 @@ impl Node {
     /// Decides whether the client `fingerprint` is served (the protocol version was checked).
     fn admit_client(&self, fingerprint: &Fingerprint, hello: &Hello) -> HelloReply {
         let welcome = |invited| HelloReply::Welcome {
-            version: PROTOCOL_VERSION,
+            version: self.protocol_version,
             host: self.host.clone(),
             invited,
         };

@@ -22,6 +22,7 @@
 //! cannot read the state, it executes the old binary again with the same state and the reason
 //! ([`reexec::Handed::give_back`]), which resumes and reports the failure.
 
+pub mod by_signal;
 pub mod reexec;
 pub mod state;
 

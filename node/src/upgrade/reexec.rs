@@ -106,7 +106,9 @@ impl NativeReexec {
             .args(&self.args)
             .env(STATE_FD, memfd.as_raw_fd().to_string())
             .env(EXE, &self.exe)
-            .env_remove(FAILED);
+            .env_remove(FAILED)
+            // The stand-in for an older binary is this process, not the next one.
+            .env_remove(crate::server::PROTOCOL_VERSION_ENV);
         match &self.running {
             Some(running) => {
                 handed.push(running.as_raw_fd());

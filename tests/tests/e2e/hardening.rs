@@ -99,7 +99,7 @@ fn another_alpn_or_protocol_version_is_refused_clearly() {
     let err = runtime
         .block_on(dialer.connect_with_alpn(&target, None, cmdop_proto::ALPN, 99))
         .unwrap_err();
-    assert!(matches!(err, ClientError::Refused(_)), "{err:?}");
+    assert!(matches!(err, ClientError::VersionMismatch(_)), "{err:?}");
     let text = err.to_string();
     assert!(
         text.contains(&format!("protocol {}", cmdop_proto::PROTOCOL_VERSION))

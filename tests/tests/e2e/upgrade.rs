@@ -6,9 +6,10 @@
 //! Each test runs the node from its own copy of the binary, so that "installing a new version"
 //! is replacing that file (a new inode, as a package manager does).
 
-use cmdop_client::dial::Target;
+use cmdop_client::dial::{NodeClient, Target};
 use cmdop_e2e::pty::Terminal;
 use cmdop_e2e::{bin, free_port, sessions_json, wait_until, Home, NodeProcess};
+use cmdop_node::server::PROTOCOL_VERSION_ENV;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -24,6 +25,11 @@ struct Installed {
 
 impl Installed {
     fn start(tag: &str) -> Installed {
+        Installed::start_with_env(tag, &[])
+    }
+
+    /// As [`Installed::start`], with more environment for the node.
+    fn start_with_env(tag: &str, env: &[(&str, &str)]) -> Installed {
         let home = Home::new(tag);
         let exe = home.path.join("bin").join("cmdop-node");
         std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
@@ -32,7 +38,7 @@ impl Installed {
         home.write_config(&format!(
             "node:\n  listen: 127.0.0.1:{port}\nclient:\n  connect_timeout: 10s\n"
         ));
-        let node = NodeProcess::spawn_binary(&home, port, &exe, &[]);
+        let node = NodeProcess::spawn_binary(&home, port, &exe, env);
         Installed { home, node, exe }
     }
 
@@ -134,6 +140,24 @@ impl Installed {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
             .unwrap()
+    }
+
+    /// A client of protocol `version` (this binary's client may be refused).
+    fn client_of_version(&self, version: u32) -> (tokio::runtime::Runtime, NodeClient) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let target = Target {
+            name: "local".into(),
+            addr: self.node.addr(),
+            via: None,
+        };
+        let client = runtime.block_on(async {
+            let dialer = self.home.dialer(Duration::from_secs(5));
+            dialer
+                .connect_with_alpn(&target, None, cmdop_proto::ALPN, version)
+                .await
+                .unwrap()
+        });
+        (runtime, client)
     }
 
     fn upgrade(&self) -> cmdop_e2e::Run {
@@ -438,4 +462,57 @@ fn a_node_started_through_a_symbolic_link_upgrades_to_where_the_link_points_now(
     assert!(out.contains("upgraded cmdop-node"), "{out}");
     let running = std::fs::read_link(format!("/proc/{}/exe", node.pid())).unwrap();
     assert_eq!(running, v2.join("cmdop-node"));
+}
+
+#[test]
+fn a_node_of_another_protocol_version_is_asked_to_upgrade_by_signal() {
+    // This node stands in for an older binary: it refuses this binary's clients.
+    let older = cmdop_proto::PROTOCOL_VERSION - 1;
+    let up = Installed::start_with_env(
+        "upgrade-older",
+        &[(PROTOCOL_VERSION_ENV, &older.to_string())],
+    );
+    let refused = up
+        .home
+        .cmdop(&["session", "create", "local", "--name", "refused"])
+        .fails();
+    assert!(
+        refused.contains(&format!("speaks cmdop protocol {older}")),
+        "{refused}"
+    );
+    // A client of its version leaves a shell with a variable and some output.
+    let (runtime, mut client) = up.client_of_version(older);
+    runtime.block_on(async {
+        let session = client
+            .call(cmdop_proto::CreateSession {
+                name: Some("older".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        client
+            .call(cmdop_proto::SendInput {
+                session: session.id,
+                data: b"export KEPT=yes; echo before-$((6*7))\n".to_vec(),
+            })
+            .await
+            .unwrap();
+        client.close().await;
+    });
+    let pid = up.node.pid();
+    up.install_new_build();
+
+    let run = up.upgrade();
+    assert!(
+        run.stderr.contains(&format!("pid {pid}")) && run.stderr.contains("by signal"),
+        "{}",
+        run.stderr
+    );
+    let out = run.ok();
+    assert!(out.contains("upgraded cmdop-node"), "{out}");
+    assert!(out.contains("1 session kept"), "{out}");
+    assert_eq!(up.node.pid(), pid, "in place");
+    // It speaks this version now, with the shell and its scrollback.
+    up.expect("older", "before-42");
+    up.expect_variable_kept("older");
 }

@@ -505,9 +505,9 @@ async fn wait_direct(direct: &mut Option<JoinHandle<Option<NodeClient>>>) -> Opt
 fn dial_failure(error: ClientError) -> AttachFailure {
     match error {
         ClientError::Offline { .. } => AttachFailure::Retry("offline".into()),
-        e @ (ClientError::KeyChanged { .. } | ClientError::Refused(_)) => {
-            AttachFailure::Final(End::Gone(e.to_string()))
-        }
+        e @ (ClientError::KeyChanged { .. }
+        | ClientError::Refused(_)
+        | ClientError::VersionMismatch(_)) => AttachFailure::Final(End::Gone(e.to_string())),
         e => AttachFailure::Retry(e.to_string()),
     }
 }
