@@ -82,7 +82,15 @@ enum Command {
     /// goes on. Prints the old and new versions and how long the node paused. SIGUSR2 to the
     /// node does the same (the outcome is then only logged). A running node of another
     /// protocol version (it refuses this binary as a client) is sent SIGUSR2 by this command.
-    Upgrade,
+    ///
+    /// Trigger runs going would not survive the switch, so the upgrade is refused while they
+    /// go, unless --wait-for-runs lets the node hold new runs back and wait for them to end.
+    Upgrade {
+        /// Wait up to this long (e.g. 10m) for trigger runs going to end, holding new runs
+        /// back meanwhile, instead of refusing at once.
+        #[arg(long, value_name = "DURATION")]
+        wait_for_runs: Option<HumanDuration>,
+    },
     /// Dry run of an upgrade in place: read a handed-down state on stdin, print the version.
     #[command(name = "__upgrade-check", hide = true)]
     UpgradeCheck,
@@ -122,7 +130,10 @@ fn run(cli: Cli, handed: Option<Handed>) -> anyhow::Result<()> {
             Some(handed) => take_over(home, cli.listen, handed),
             None => serve(home, cli.listen, None),
         },
-        Command::Upgrade => upgrade(&home),
+        Command::Upgrade { wait_for_runs } => upgrade(
+            &home,
+            wait_for_runs.map_or(std::time::Duration::ZERO, |w| w.0),
+        ),
         Command::UpgradeCheck => {
             // What a real take-over reads first: the settings, the keys, then the state.
             cmdop_client::home::load_config(&home)?;
@@ -284,10 +295,12 @@ const UPGRADE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15)
 const UPGRADE_POLL: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// `cmdop-node upgrade`: asks the running node to upgrade in place and reports the outcome.
-fn upgrade(home: &std::path::Path) -> anyhow::Result<()> {
+fn upgrade(home: &std::path::Path, wait_for_runs: std::time::Duration) -> anyhow::Result<()> {
     let started = on_local_node(home, |mut client| async move {
-        let plan = client
-            .call(cmdop_proto::Upgrade)
+        let request = cmdop_proto::Upgrade {
+            wait_for_runs_ms: u64::try_from(wait_for_runs.as_millis()).unwrap_or(u64::MAX),
+        };
+        let plan = say_while_waiting(client.call(request), wait_for_runs)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         eprintln!(
@@ -299,6 +312,9 @@ fn upgrade(home: &std::path::Path) -> anyhow::Result<()> {
     });
     if let Err(e) = &started {
         if let Some(ClientError::VersionMismatch(why)) = e.downcast_ref::<ClientError>() {
+            if !wait_for_runs.is_zero() {
+                eprintln!("--wait-for-runs cannot go by signal: a node of another version refuses the upgrade while trigger runs go");
+            }
             return upgrade_by_signal(home, why);
         }
     }
@@ -311,6 +327,26 @@ fn upgrade(home: &std::path::Path) -> anyhow::Result<()> {
             .block_on(await_outcome(home, plan.generation))?,
     };
     report_outcome(outcome)
+}
+
+/// Awaits `call`, saying what it waits for if that takes a while and runs may be waited for.
+async fn say_while_waiting<T>(
+    call: impl std::future::Future<Output = T>,
+    wait_for_runs: std::time::Duration,
+) -> T {
+    tokio::pin!(call);
+    if wait_for_runs.is_zero() {
+        return call.await;
+    }
+    tokio::select! {
+        done = &mut call => return done,
+        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+    }
+    eprintln!(
+        "waiting up to {} for trigger runs going to end (new runs are held back)...",
+        HumanDuration(wait_for_runs)
+    );
+    call.await
 }
 
 /// Asks a node that speaks another protocol version (it refused this client with `why`) to
@@ -563,7 +599,7 @@ fn give_back(handed: Handed, why: &str) {
 
 /// SIGUSR2: an upgrade in place, its outcome logged.
 async fn upgrade_on_signal(node: Arc<Node>) {
-    match cmdop_node::upgrade::prepare(&node).await {
+    match cmdop_node::upgrade::prepare(&node, std::time::Duration::ZERO).await {
         Ok(prepared) => cmdop_node::upgrade::start(&node, prepared),
         Err(e) => tracing::error!("SIGUSR2: not upgrading: {}", e.message),
     }

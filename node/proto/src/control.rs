@@ -157,7 +157,12 @@ pub struct Revoke {
 /// binary passed its dry run; the connection then closes with [`close_code::UPGRADING`], and
 /// [`LastUpgrade`] on a new connection tells how it went.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Upgrade;
+pub struct Upgrade {
+    /// While trigger runs are going, hold new runs back and wait this long (milliseconds) for
+    /// them to end, instead of refusing at once (0).
+    #[serde(default)]
+    pub wait_for_runs_ms: u64,
+}
 
 /// What an accepted [`Upgrade`] is about to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

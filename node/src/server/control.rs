@@ -68,8 +68,9 @@ pub async fn serve<S: FrameSink, R: FrameSource>(
             (Admission::Client, Request::Revoke(revoke)) => {
                 close_revoked(node, &requester.fingerprint, &revoke.fingerprint)
             }
-            (Admission::Client, Request::Upgrade(_)) => {
-                match prepare_upgrade(node, &requester.fingerprint).await {
+            (Admission::Client, Request::Upgrade(upgrade_request)) => {
+                let wait = Duration::from_millis(upgrade_request.wait_for_runs_ms);
+                match prepare_upgrade(node, &requester.fingerprint, wait).await {
                     Ok(prepared) => {
                         let reply = Reply::Upgrading(prepared.plan.clone());
                         upgrade = Some(prepared);
@@ -105,6 +106,7 @@ pub async fn serve<S: FrameSink, R: FrameSource>(
 async fn prepare_upgrade<'a>(
     node: &'a Node,
     requester: &Fingerprint,
+    wait_for_runs: Duration,
 ) -> Result<crate::upgrade::Prepared<'a>, ErrorReply> {
     if *requester != node.local_client {
         return Err(ErrorReply {
@@ -115,7 +117,7 @@ async fn prepare_upgrade<'a>(
             ),
         });
     }
-    crate::upgrade::prepare(node).await
+    crate::upgrade::prepare(node, wait_for_runs).await
 }
 
 /// Answers one control request.

@@ -29,8 +29,20 @@ use tokio_util::sync::CancellationToken;
 /// How often a held driver looks again (a release wakes it sooner).
 const HELD_RECHECK_MS: u64 = 60_000;
 
+/// How often an upgrade waiting for trigger runs to end looks again.
+const RUNS_END_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Most fire times a `show` returns.
 const MAX_FIRES: u32 = 100;
+
+/// Releases the runs held back when dropped (a wait for runs to end that did not succeed).
+struct HoldUntilDone<'a>(&'a Triggers);
+
+impl Drop for HoldUntilDone<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
 
 /// The node's triggers.
 pub struct Triggers {
@@ -196,6 +208,28 @@ impl Triggers {
         }
         self.flush().await;
         Ok(())
+    }
+
+    /// Holds every new run back and waits up to `patience` for the runs going to end, for an
+    /// upgrade asked to wait for them. Refuses, releasing the hold, if some are still going
+    /// then (say which). Once it returns `Ok`, runs stay held until [`Triggers::release`].
+    pub async fn hold_once_runs_end(&self, patience: std::time::Duration) -> Result<(), String> {
+        self.held.store(true, std::sync::atomic::Ordering::Release);
+        // Released unless it returns Ok, also if the caller gives up waiting.
+        let hold = HoldUntilDone(self);
+        // A turn under way may still start runs: wait for it, as `hold` does.
+        drop(self.turn.lock().await);
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match self.may_hold() {
+                Ok(()) => {
+                    std::mem::forget(hold);
+                    return Ok(());
+                }
+                Err(going) if tokio::time::Instant::now() >= deadline => return Err(going),
+                Err(_) => tokio::time::sleep(RUNS_END_POLL).await,
+            }
+        }
     }
 
     /// Whether runs could be held back now: not while runs are going (say which).

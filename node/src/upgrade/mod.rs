@@ -6,7 +6,9 @@
 //!    ([`reexec::CHECK_COMMAND`]): it must read a preview of the state and name its version.
 //!    Nothing has stopped yet, so a binary that fails here costs nothing;
 //! 2. [`perform`], on the node's run loop (which accepts nothing meanwhile): trigger runs are
-//!    held back ([`crate::trigger::Triggers::hold`]; an upgrade is refused while runs are going),
+//!    held back ([`crate::trigger::Triggers::hold`]; an upgrade is refused while runs are going,
+//!    unless asked to wait for them: [`crate::trigger::Triggers::hold_once_runs_end`] in
+//!    [`prepare`]),
 //!    the registry is frozen and creates under way end, refused, their programs hung up
 //!    ([`crate::session::registry::Registry::creates_ended`]),
 //!    every session's PTY tasks stop with nothing lost ([`crate::session::Session::halt_io`]),
@@ -109,24 +111,30 @@ fn refusal(message: String) -> ErrorReply {
 }
 
 /// An upgrade that passed its checks, not handed to the run loop yet: dropped unstarted, it lets
-/// the next one be prepared.
+/// the next one be prepared, and lets trigger runs start again if it held them back.
 pub struct Prepared<'a> {
     /// What it will do.
     pub plan: UpgradePlan,
     busy: &'a AtomicBool,
+    /// The triggers, when waiting for their runs to end left new runs held back.
+    holding: Option<&'a crate::trigger::Triggers>,
     started: bool,
 }
 
 impl Drop for Prepared<'_> {
     fn drop(&mut self) {
         if !self.started {
+            if let Some(triggers) = self.holding {
+                triggers.release();
+            }
             self.busy.store(false, Ordering::Release);
         }
     }
 }
 
-/// Checks that an upgrade may start and that the new binary passes its dry run. Nothing stops.
-pub async fn prepare(node: &Node) -> Result<Prepared<'_>, ErrorReply> {
+/// Checks that an upgrade may start and that the new binary passes its dry run. Nothing stops,
+/// except that with a `wait_for_runs` new trigger runs are held back while the runs going end.
+pub async fn prepare(node: &Node, wait_for_runs: Duration) -> Result<Prepared<'_>, ErrorReply> {
     let upgrades = &node.upgrades;
     if upgrades.busy.swap(true, Ordering::AcqRel) {
         return Err(refusal(format!(
@@ -142,10 +150,15 @@ pub async fn prepare(node: &Node) -> Result<Prepared<'_>, ErrorReply> {
             exe: upgrades.reexec.exe().display().to_string(),
         },
         busy: &upgrades.busy,
+        holding: None,
         started: false,
     };
-    if let Err(going) = node.triggers.may_hold() {
-        return Err(refusal(going));
+    if wait_for_runs.is_zero() {
+        node.triggers.may_hold().map_err(refusal)?;
+    } else {
+        let waited = node.triggers.hold_once_runs_end(wait_for_runs).await;
+        waited.map_err(|going| refusal(format!("after {wait_for_runs:?}, {going}")))?;
+        prepared.holding = Some(&node.triggers);
     }
     let check = upgrades.reexec.check(upgrades.reexec.exe(), preview(node));
     match check.await {

@@ -391,23 +391,43 @@ fn a_program_being_hung_up_at_the_upgrade_is_still_reaped() {
     assert!(gone, "shell {pid} outlived its session across the upgrade");
 }
 
+impl Installed {
+    /// Adds a trigger that runs `command` at 3 a.m. only, and runs it now.
+    fn run_trigger(&self, name: &str, command: &str) {
+        let add = [
+            "trigger",
+            "add",
+            "--name",
+            name,
+            "--schedule",
+            "0 3 * * *",
+            "--machine",
+            "local",
+            "--shell",
+            command,
+        ];
+        self.home.cmdop(&add).ok();
+        self.home.cmdop(&["trigger", "run", name]).ok();
+    }
+
+    /// The outcomes of the trigger's runs, newest first.
+    fn outcomes(&self, name: &str) -> Vec<String> {
+        let out = self
+            .home
+            .cmdop(&["trigger", "history", name, "--json"])
+            .ok();
+        let history: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let runs = history["runs"].as_array().cloned().unwrap_or_default();
+        runs.iter()
+            .map(|run| run["outcome"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+}
+
 #[test]
 fn an_upgrade_is_refused_at_once_while_a_trigger_runs() {
     let up = Installed::start("upgrade-trigger");
-    let add = [
-        "trigger",
-        "add",
-        "--name",
-        "slow",
-        "--schedule",
-        "0 3 * * *",
-        "--machine",
-        "local",
-        "--shell",
-        "sleep 30",
-    ];
-    up.home.cmdop(&add).ok();
-    up.home.cmdop(&["trigger", "run", "slow"]).ok();
+    up.run_trigger("slow", "sleep 30");
     let started = Instant::now();
     let err = up.upgrade().fails();
     assert!(err.contains("trigger runs are in progress"), "{err}");
@@ -515,4 +535,42 @@ fn a_node_of_another_protocol_version_is_asked_to_upgrade_by_signal() {
     // It speaks this version now, with the shell and its scrollback.
     up.expect("older", "before-42");
     up.expect_variable_kept("older");
+}
+
+#[test]
+fn an_upgrade_asked_to_wait_for_runs_waits_for_them_to_end() {
+    let up = Installed::start("upgrade-wait-runs");
+    up.install_new_build();
+    // It runs for well over the second after which the command says it waits.
+    up.run_trigger("short", "sleep 3; echo done-$((6*7))");
+    let pid = up.node.pid();
+
+    let run = up.home.cmdop_node(&["upgrade", "--wait-for-runs", "30s"]);
+    assert!(run.stderr.contains("waiting up to 30s"), "{}", run.stderr);
+    let out = run.ok();
+    assert!(out.contains("upgraded cmdop-node"), "{out}");
+    assert_eq!(up.node.pid(), pid, "in place");
+    // The run ended by itself before the switch, with its output kept.
+    assert_eq!(up.outcomes("short"), ["ok"]);
+    let logs = up.home.cmdop(&["trigger", "logs", "short", "--last"]).ok();
+    assert_eq!(logs, "done-42\n");
+}
+
+#[test]
+fn an_upgrade_that_waited_for_runs_in_vain_lets_runs_start_again() {
+    let up = Installed::start("upgrade-wait-vain");
+    up.run_trigger("slow", "sleep 30");
+    let err = up
+        .home
+        .cmdop_node(&["upgrade", "--wait-for-runs", "1s"])
+        .fails();
+    assert!(err.contains("after 1s"), "{err}");
+    assert!(err.contains("slow (run "), "{err}");
+    // Nothing was held back afterwards: another trigger runs at once.
+    up.run_trigger("after", "echo after-$((6*7))");
+    let ran = wait_until(WAIT, || {
+        up.outcomes("after").first().is_some_and(|o| o == "ok")
+    });
+    assert!(ran, "{:?}", up.outcomes("after"));
+    assert_eq!(up.outcomes("slow"), ["running"]);
 }
