@@ -87,7 +87,8 @@ enum Command {
     /// go, unless --wait-for-runs lets the node hold new runs back and wait for them to end.
     Upgrade {
         /// Wait up to this long (e.g. 10m) for trigger runs going to end, holding new runs
-        /// back meanwhile, instead of refusing at once.
+        /// back meanwhile, instead of refusing at once. Fires due meanwhile start once the
+        /// wait ends; held over a minute, they count as missed, as when the node is down.
         #[arg(long, value_name = "DURATION")]
         wait_for_runs: Option<HumanDuration>,
     },
@@ -343,7 +344,7 @@ async fn say_while_waiting<T>(
         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
     }
     eprintln!(
-        "waiting up to {} for trigger runs going to end (new runs are held back)...",
+        "still preparing: waiting up to {} for any trigger runs going to end (new runs are held back)...",
         HumanDuration(wait_for_runs)
     );
     call.await

@@ -546,7 +546,12 @@ fn an_upgrade_asked_to_wait_for_runs_waits_for_them_to_end() {
     let pid = up.node.pid();
 
     let run = up.home.cmdop_node(&["upgrade", "--wait-for-runs", "30s"]);
-    assert!(run.stderr.contains("waiting up to 30s"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("waiting up to 30s for any trigger runs"),
+        "{}",
+        run.stderr
+    );
     let out = run.ok();
     assert!(out.contains("upgraded cmdop-node"), "{out}");
     assert_eq!(up.node.pid(), pid, "in place");
