@@ -131,11 +131,6 @@ impl LocalEcho {
         self.erase(out)
     }
 
-    /// Records bytes written to the terminal by someone else (a marker line).
-    pub fn written(&mut self, bytes: &[u8]) {
-        self.keep(bytes);
-    }
-
     /// Records a screen frame written to the terminal: it redraws everything, so the model is
     /// trusted again from here.
     pub fn redrawn(&mut self, bytes: &[u8]) {

@@ -4,7 +4,7 @@
 use super::echo::LocalEcho;
 use super::keys::{parse_key, spawn_stdin_reader};
 use super::raw::{window_size, RawMode};
-use super::status::{write_gap, Attached, ScreenPainter, StatusLine};
+use super::status::{Attached, ScreenPainter, StatusLine};
 use super::stdout::Stdout;
 use super::AttachOptions;
 use crate::context::Context;
@@ -131,8 +131,8 @@ struct Shown {
     pending: Vec<u8>,
 }
 
-/// Writes the attachment's output (and a copy to the transcript), screens, gap markers, the
-/// status line and the local echo, until the attachment ends; hands the attachment back.
+/// Writes the attachment's output (and a copy to the transcript), screens, the status line and
+/// the local echo, until the attachment ends; hands the attachment back.
 async fn show_events(
     mut attachment: Attachment,
     mut shown: Shown,
@@ -218,15 +218,6 @@ impl Shown {
                 if let Some(file) = self.transcript.as_mut() {
                     file.write_all(&bytes)?;
                 }
-            }
-            Event::Gap(lost) => {
-                let mut marker = Vec::new();
-                write_gap(&mut marker, lost)?;
-                if let Some(echo) = self.echo.as_mut() {
-                    echo.clear(out)?;
-                    echo.written(&marker);
-                }
-                out.write_all(&marker)?;
             }
             Event::Screen(frame) => {
                 if let Some(echo) = self.echo.as_mut() {

@@ -7,8 +7,8 @@
 //!   thread only where stdin cannot be polled) hands keys to the attachment at once (never
 //!   behind output), watching for the detach key: Ctrl+D by default, `Ctrl+]` then Ctrl+D sends a
 //!   literal Ctrl+D, and `Ctrl+]` twice a literal `Ctrl+]` ([`keys`]);
-//! - the **main loop** writes output to stdout, a gap marker where the node's ringbuffer
-//!   overflowed, and a one-line status (top row, like mosh) while the link is down
+//! - the **main loop** writes output to stdout, the screen the node sends where it skipped
+//!   output, and a one-line status (top row, like mosh) while the link is down
 //!   ([`main_loop`], [`status`]);
 //! - keystrokes are also shown before the node echoes them, on slow links ([`echo`]: the
 //!   client's prediction engine over a screen model, drawn without giving up the scrollback);

@@ -49,13 +49,6 @@ impl StatusLine {
     }
 }
 
-/// Marks where the node's ringbuffer overflowed and `lost` bytes of output were skipped.
-pub fn write_gap(out: &mut impl Write, lost: u64) -> std::io::Result<()> {
-    let lost = crate::output::bytes(lost);
-    write!(out, "\r\n[cmdop: {lost} of output skipped]\r\n")?;
-    out.flush()
-}
-
 /// Brings a terminal to the state a screen dump expects: main screen, no mouse reporting or
 /// bracketed paste, soft reset (pen, margins, modes, charsets), screen cleared, cursor home.
 const SOFT_RESET: &[u8] =

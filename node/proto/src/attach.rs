@@ -90,11 +90,6 @@ pub enum AttachOutput {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    /// Output lost to ringbuffer overflow before the next [`AttachOutput::Output`].
-    Gap {
-        /// Bytes lost.
-        lost: u64,
-    },
     /// The session's current screen, standing for all output below `offset`: the client
     /// skipped the bytes between what it had shown and `offset` (they stay in the node's
     /// ringbuffer). Output continues from `offset`.

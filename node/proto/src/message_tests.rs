@@ -259,7 +259,6 @@ fn attach_messages_round_trip() {
             offset: 9,
             data: b"hi".to_vec(),
         },
-        AttachOutput::Gap { lost: 10 },
         AttachOutput::InputAck { seq: 4 },
         AttachOutput::EchoAck { seq: 3 },
         AttachOutput::Exited { code: 1 },

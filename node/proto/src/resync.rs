@@ -21,8 +21,6 @@ pub struct ResyncStats {
     pub output_bytes: u64,
     /// Output bytes received that had already been shown (re-sent by the node).
     pub duplicate_bytes: u64,
-    /// Output bytes lost to ringbuffer overflow (gap markers).
-    pub lost_bytes: u64,
     /// Output bytes skipped for a screen frame (still in the node's ringbuffer).
     pub skipped_bytes: u64,
     /// Successful re-attachments after a lost connection.
@@ -112,11 +110,6 @@ impl Resync {
         self.shown = offset;
         self.stats.skipped_bytes = self.stats.skipped_bytes.saturating_add(skipped);
         true
-    }
-
-    /// The node skipped `lost` bytes that overflowed its ringbuffer.
-    pub fn gap(&mut self, lost: u64) {
-        self.stats.lost_bytes = self.stats.lost_bytes.saturating_add(lost);
     }
 
     /// Records typed bytes; returns their sequence number.
@@ -219,11 +212,6 @@ mod tests {
         assert_eq!(resync.output(90, b"old"), b"");
         assert_eq!(resync.stats().duplicate_bytes, 5);
         assert_eq!(resync.stats().output_bytes, 4);
-        // After a gap the node continues further on.
-        resync.gap(50);
-        assert_eq!(resync.output(154, b"xy"), b"xy");
-        assert_eq!(resync.resume_from(), 156);
-        assert_eq!(resync.stats().lost_bytes, 50);
     }
 
     #[test]

@@ -177,10 +177,6 @@ pub(super) async fn downlink(
                 shown.notify_one();
                 continue;
             }
-            AttachOutput::Gap { lost } => {
-                lock(&resync).gap(lost);
-                Event::Gap(lost)
-            }
             AttachOutput::EchoAck { seq } => Event::EchoAck(lock(&resync).typed_before(seq)),
             AttachOutput::InputAck { seq } => {
                 lock(&resync).acknowledge(seq);

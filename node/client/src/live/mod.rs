@@ -54,8 +54,6 @@ pub struct AttachSpec {
 pub enum Event {
     /// Session bytes to show, in order, each exactly once.
     Output(Vec<u8>),
-    /// This many bytes were lost to ringbuffer overflow before the next output.
-    Gap(u64),
     /// The node skipped output the link could not carry in time: draw this screen in place of
     /// it (reset the terminal, then write the frame's dump), then output continues.
     Screen(ScreenFrame),

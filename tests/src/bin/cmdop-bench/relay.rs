@@ -245,7 +245,7 @@ fn drain(
         let stats = attachment.stats();
         Drained {
             bytes,
-            missed: stats.skipped_bytes + stats.lost_bytes,
+            missed: stats.skipped_bytes,
         }
     })
 }

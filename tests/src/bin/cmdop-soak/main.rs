@@ -5,14 +5,15 @@
 //! Each session runs `cmdop-soak emit`, which prints numbered, checksummed lines at a steady
 //! rate and echoes every line typed into it as `IN <line>`. The soak client (the same
 //! `Attachment` code `cmdop connect` runs) checks that output lines arrive in order, each once,
-//! with valid checksums (a jump is allowed only where the client was told of a ringbuffer
-//! overflow), and that every line it typed comes back exactly once, in order.
+//! with valid checksums (a jump is allowed only where a screen frame stood for the skipped
+//! output, as after a ringbuffer overflow), and that every line it typed comes back exactly
+//! once, in order.
 //!
 //! ```sh
 //! cargo build --release --workspace && ./target/release/cmdop-soak --sessions 50 --duration 10m
 //! ```
 //!
-//! Exits 1 if any byte was lost or repeated without an overflow being reported.
+//! Exits 1 if any line was lost or repeated without a screen frame standing for it.
 
 #![allow(clippy::unwrap_used)]
 

@@ -33,8 +33,7 @@ struct Totals {
     lost_lines: AtomicU64,
     repeated_lines: AtomicU64,
     bad_checksums: AtomicU64,
-    overflow_skipped_lines: AtomicU64,
-    gaps: AtomicU64,
+    screen_skipped_lines: AtomicU64,
     screens: AtomicU64,
     skipped_bytes: AtomicU64,
     skipped_echoes: AtomicU64,
@@ -49,7 +48,8 @@ struct Totals {
 struct Checker {
     partial: Vec<u8>,
     next_line: Option<u64>,
-    gap_pending: bool,
+    /// A screen frame stood for output: the lines it skipped are not lost.
+    skip_pending: bool,
     /// A screen frame replaced output: echoes in the skipped range are not seen.
     echo_skip_pending: bool,
     /// Output resumed mid-line after a screen frame: the rest of that line is not a line.
@@ -113,9 +113,9 @@ impl Checker {
         totals.lines.fetch_add(1, Ordering::Relaxed);
         if let Some(expected) = self.next_line {
             if n > expected {
-                if self.gap_pending {
+                if self.skip_pending {
                     totals
-                        .overflow_skipped_lines
+                        .screen_skipped_lines
                         .fetch_add(n - expected, Ordering::Relaxed);
                 } else {
                     eprintln!("cmdop-soak: lost lines {expected}..{n}");
@@ -126,7 +126,7 @@ impl Checker {
                 totals.repeated_lines.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.gap_pending = false;
+        self.skip_pending = false;
         self.next_line = Some(n.max(self.next_line.unwrap_or(0)) + 1);
     }
 }
@@ -252,12 +252,8 @@ pub fn run(options: Options) -> ExitCode {
                 };
                 match event {
                     Some(Event::Output(bytes)) => checker.feed(&bytes, &totals),
-                    Some(Event::Gap(_)) => {
-                        checker.gap_pending = true;
-                        totals.gaps.fetch_add(1, Ordering::Relaxed);
-                    }
                     Some(Event::Screen(frame)) => {
-                        checker.gap_pending = true;
+                        checker.skip_pending = true;
                         checker.echo_skip_pending = true;
                         checker.partial.clear();
                         checker.discard_partial = true;
@@ -323,7 +319,6 @@ pub fn run(options: Options) -> ExitCode {
     let reconnects: u64 = reports.iter().map(|(s, _)| s.reconnects).sum();
     let bytes_out: u64 = reports.iter().map(|(s, _)| s.output_bytes).sum();
     let duplicate: u64 = reports.iter().map(|(s, _)| s.duplicate_bytes).sum();
-    let overflow: u64 = reports.iter().map(|(s, _)| s.lost_bytes).sum();
     let t = &totals;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let typed = load(&t.typed_lines);
@@ -360,14 +355,10 @@ pub fn run(options: Options) -> ExitCode {
     println!("  lost / repeated   {lost} lines / {repeated} lines, {duplicate} duplicate bytes dropped by the client");
     println!("  bad checksums     {}", load(&t.bad_checksums));
     println!(
-        "  overflow reported {} gaps, {overflow} bytes ({} lines)",
-        load(&t.gaps),
-        load(&t.overflow_skipped_lines)
-    );
-    println!(
-        "  skipped to screen {} times, {} bytes ({} echoes in skipped ranges)",
+        "  skipped to screen {} times, {} bytes ({} lines, {} echoes in skipped ranges)",
         load(&t.screens),
         load(&t.skipped_bytes),
+        load(&t.screen_skipped_lines),
         load(&t.skipped_echoes)
     );
     println!(
