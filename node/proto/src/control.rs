@@ -29,7 +29,8 @@ pub const ALPN: &[u8] = b"cmdop/2";
 /// - 2: sessions, attachments with resync by offset, screen frames, migration.
 /// - 3: echo acknowledgements, predictive echo's screen frames, triggers, upgrade in place,
 ///   rendezvous and relaying through a meeting node, hole punching, migration tickets and
-///   carrying a session through a meeting node.
+///   carrying a session through a meeting node; `AttachOutput::Gap` is gone (a screen frame
+///   stands for overwritten output).
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The default UDP port a node listens on.
